@@ -1,0 +1,172 @@
+"""The multi-task classifier: one encoder, pooling, one linear head per task.
+
+Modules only; data, loops and scoring live in ``training/`` and ``inference/``.
+
+    >>> from model.schema import Task
+    >>> model = MultiTaskClassifier.from_backbone("path/to/backbone", [Task("topic", ("a", "b"))])  # doctest: +SKIP
+    >>> out = model(input_ids, attention_mask, labels=labels)  # doctest: +SKIP
+    >>> out.loss, out.logits["topic"].shape  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.configuration_utils import SubConfigSpec
+from transformers.utils import ModelOutput
+
+from model.schema import Task
+
+IGNORE_INDEX = -100
+POOLINGS = ("cls", "mean")
+
+
+class MultiTaskConfig(PreTrainedConfig):
+    """Encoder config plus the task schema.
+
+    ``tasks`` is a list of ``{"name", "id2label", "weight", "class_weights"}``
+    dicts, so ``config.json`` alone tells which label each output index means.
+    """
+
+    model_type = "nabaa-multitask"
+    sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    encoder_config: dict | PreTrainedConfig | None = None
+    tasks: list | None = None
+    pooling: str = "cls"
+    head_dropout: float = 0.1
+
+    @classmethod
+    def from_tasks(
+        cls, encoder_config: PreTrainedConfig, tasks: Sequence[Task], pooling: str = "cls", head_dropout: float = 0.1
+    ) -> MultiTaskConfig:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling {pooling!r} unknown; choose one of {POOLINGS}")
+        return cls(
+            encoder_config=encoder_config,
+            tasks=[_task_entry(task) for task in tasks],
+            pooling=pooling,
+            head_dropout=head_dropout,
+        )
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.tasks or []]
+
+    def task_labels(self, name: str) -> list[str]:
+        entry = next(t for t in self.tasks if t["name"] == name)
+        return [entry["id2label"][str(i)] for i in range(len(entry["id2label"]))]
+
+    def schema(self) -> list[Task]:
+        """The tasks as :class:`Task` objects (labels in output-index order)."""
+        return [
+            Task(
+                name=t["name"],
+                labels=tuple(self.task_labels(t["name"])),
+                weight=t.get("weight", 1.0),
+                class_weights=tuple(t["class_weights"]) if t.get("class_weights") else None,
+            )
+            for t in self.tasks
+        ]
+
+
+def _task_entry(task: Task) -> dict[str, Any]:
+    weights = task.class_weights if isinstance(task.class_weights, tuple) else None
+    return {
+        "name": task.name,
+        "id2label": {str(i): label for i, label in enumerate(task.labels)},
+        "weight": task.weight,
+        "class_weights": list(weights) if weights else None,
+    }
+
+
+@dataclass
+class MultiTaskOutput(ModelOutput):
+    """``logits`` maps task name → ``[batch, n_labels]``; ``loss`` is the weighted sum."""
+
+    loss: torch.Tensor | None = None
+    logits: dict[str, torch.Tensor] | None = None
+
+
+class MultiTaskClassifier(PreTrainedModel):
+    """Encoder → pooling (CLS or attention-masked mean) → per-task dropout + linear head.
+
+    ``labels`` is ``[batch, n_tasks]`` with :data:`IGNORE_INDEX` where a record has
+    no label for a task, so that head gets no gradient from it.
+    """
+
+    config_class = MultiTaskConfig
+    base_model_prefix = "encoder"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: MultiTaskConfig):
+        super().__init__(config)
+        self.encoder = AutoModel.from_config(config.encoder_config, add_pooling_layer=False)
+        hidden = config.encoder_config.hidden_size
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.heads = nn.ModuleDict({t["name"]: nn.Linear(hidden, len(t["id2label"])) for t in config.tasks})
+        for t in config.tasks:
+            weights = t.get("class_weights")
+            # A buffer so class weights follow the model across devices and into checkpoints.
+            self.register_buffer(
+                f"class_weights_{t['name']}",
+                torch.tensor(weights if weights else [1.0] * len(t["id2label"]), dtype=torch.float),
+            )
+        self.post_init()
+
+    @classmethod
+    def from_backbone(
+        cls, backbone: str, tasks: Sequence[Task], pooling: str = "cls", head_dropout: float = 0.1
+    ) -> MultiTaskClassifier:
+        """A new classifier whose encoder starts from a pretrained backbone folder or hub id."""
+        encoder = AutoModel.from_pretrained(backbone, add_pooling_layer=False)
+        config = MultiTaskConfig.from_tasks(encoder.config, tasks, pooling=pooling, head_dropout=head_dropout)
+        model = cls(config)
+        # Copy rather than re-use the module so post_init's weight init never touches it.
+        model.encoder.load_state_dict(encoder.state_dict())
+        return model
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> MultiTaskOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = self.dropout(self.pool(hidden, attention_mask))
+        logits = {name: head(pooled) for name, head in self.heads.items()}
+        loss = self.loss(logits, labels) if labels is not None else None
+        return MultiTaskOutput(loss=loss, logits=logits)
+
+    def loss(self, logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Σ task weight × mean cross-entropy over the records labelled for that task."""
+        total = logits[next(iter(logits))].new_zeros(())
+        for column, task in enumerate(self.config.tasks):
+            target = labels[:, column]
+            if not (target != IGNORE_INDEX).any():
+                continue  # nothing labelled for this head in the batch: contributes no gradient
+            weights = getattr(self, f"class_weights_{task['name']}").to(logits[task["name"]].dtype)
+            ce = nn.functional.cross_entropy(
+                logits[task["name"]], target, weight=weights, ignore_index=IGNORE_INDEX
+            )
+            total = total + task.get("weight", 1.0) * ce
+        return total
+
+
+AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig, exist_ok=True)
+AutoModel.register(MultiTaskConfig, MultiTaskClassifier, exist_ok=True)

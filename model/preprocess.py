@@ -1,0 +1,163 @@
+"""Text preparation, windowing and window→article aggregation.
+
+One implementation serves training, evaluation and inference: the settings are
+saved as ``preprocess.json`` beside the weights and read back at load time, so a
+caller can never score with a different normalisation or window size than the
+model was trained with.
+
+    >>> pre = Preprocessing(normalizer="arabert_v02", max_length=128)
+    >>> pre.prepare("ليبيا", title="عنوان")  # doctest: +SKIP
+    'عنوان\\nليبيا'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.arabic import NORMALIZERS
+
+PREPROCESS_FILE = "preprocess.json"
+AGGREGATIONS = ("mean", "max", "first")
+# Generous upper bound on characters per token: texts are cut to
+# max_windows * max_length * this before tokenising, so a 1 MB article costs no
+# more than the windows we keep.
+_CHARS_PER_TOKEN_CAP = 16
+
+
+class EmptyTextError(ValueError):
+    """The text is empty once normalised; nothing can be predicted from it."""
+
+
+@dataclass
+class Preprocessing:
+    """How raw article text becomes model windows.
+
+    - ``normalizer``: a name in :data:`model.arabic.NORMALIZERS` (``arabert_v02`` for AraBERT).
+    - ``text_prefix``: prepended after normalisation (``"passage: "`` for E5 encoders).
+    - ``max_length`` / ``stride``: window size in tokens (specials included) and overlap.
+    - ``max_windows``: windows per article used in training (each with the article's labels).
+    - ``predict_max_windows``: windows per article in evaluation and inference.
+    - ``aggregation``: how window logits become article logits (``mean``, ``max``, ``first``).
+    """
+
+    normalizer: str = "none"
+    text_prefix: str = ""
+    title_separator: str = "\n"
+    max_length: int = 256
+    stride: int = 32
+    max_windows: int = 4
+    predict_max_windows: int = 16
+    aggregation: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.normalizer not in NORMALIZERS:
+            raise ValueError(f"normalizer {self.normalizer!r} unknown; choose one of {sorted(NORMALIZERS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation {self.aggregation!r} unknown; choose one of {AGGREGATIONS}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+        if not 0 <= self.stride < self.max_length // 2:
+            raise ValueError(f"stride must be in [0, max_length/2), got {self.stride}")
+        if self.max_windows < 1 or self.predict_max_windows < 1:
+            raise ValueError("max_windows and predict_max_windows must be at least 1")
+
+    # -- persistence -------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> None:
+        path = Path(directory) / PREPROCESS_FILE
+        path.write_text(json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Preprocessing:
+        path = Path(directory) / PREPROCESS_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing; this folder was not saved by nabaa")
+        raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)} (saved by a newer nabaa?)")
+        return cls(**raw)
+
+    # -- text --------------------------------------------------------------------
+    def prepare(self, text: str, title: str | None = None) -> str:
+        """Join title and body, normalise, add the prefix; raise if nothing is left."""
+        joined = f"{title}{self.title_separator}{text}" if title else text
+        cap = self.predict_max_windows * self.max_length * _CHARS_PER_TOKEN_CAP
+        normalised = NORMALIZERS[self.normalizer](joined[:cap]).strip()
+        if not normalised:
+            raise EmptyTextError("text is empty after normalisation")
+        return self.text_prefix + normalised
+
+    def windows(self, tokenizer: Any, texts: list[str], training: bool = False) -> list[list[list[int]]]:
+        """Tokenise prepared texts into windows: one list of token-id lists per text.
+
+        Windows overlap by ``stride`` tokens and each carries the tokenizer's
+        special tokens. Training keeps ``max_windows``, prediction ``predict_max_windows``.
+        """
+        if not texts:
+            return []
+        limit = self.max_windows if training else self.predict_max_windows
+        enc = tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.max_length,
+            stride=self.stride,
+            return_overflowing_tokens=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        out: list[list[list[int]]] = [[] for _ in texts]
+        for ids, sample in zip(enc["input_ids"], enc["overflow_to_sample_mapping"]):
+            if len(out[sample]) < limit:
+                out[sample].append(ids)
+        return out
+
+
+def aggregate_windows(logits: torch.Tensor, article_index: torch.Tensor, n_articles: int, method: str) -> torch.Tensor:
+    """Combine window logits ``[n_windows, C]`` into article logits ``[n_articles, C]``.
+
+    ``article_index[i]`` is the article of window ``i``; windows of one article keep
+    their order (the first window is the article's opening).
+
+    >>> aggregate_windows(torch.tensor([[1.0, 0.0], [3.0, 2.0]]), torch.tensor([0, 0]), 1, "mean")
+    tensor([[2., 1.]])
+    """
+    if method not in AGGREGATIONS:
+        raise ValueError(f"aggregation {method!r} unknown; choose one of {AGGREGATIONS}")
+    logits = logits.float()
+    n_classes = logits.shape[-1]
+    index = article_index.long().unsqueeze(-1).expand(-1, n_classes)
+    if method == "mean":
+        sums = torch.zeros(n_articles, n_classes, dtype=logits.dtype, device=logits.device)
+        sums.scatter_add_(0, index, logits)
+        counts = torch.bincount(article_index.long(), minlength=n_articles).clamp(min=1)
+        return sums / counts.unsqueeze(-1).to(logits.dtype)
+    if method == "max":
+        out = torch.full((n_articles, n_classes), float("-inf"), dtype=logits.dtype, device=logits.device)
+        return out.scatter_reduce(0, index, logits, reduce="amax")
+    # "first": the window with the lowest index of each article (its opening).
+    positions = torch.arange(len(article_index), device=logits.device)
+    first = torch.full((n_articles,), len(article_index), dtype=torch.long, device=logits.device)
+    first = first.scatter_reduce(0, article_index.long(), positions, reduce="amin")
+    padded = torch.cat([logits, torch.zeros(1, n_classes, dtype=logits.dtype, device=logits.device)])
+    return padded[first]
+
+
+def default_preprocessing(backbone: str) -> dict[str, str]:
+    """Normaliser and prefix that suit a backbone name (used when the config says ``auto``).
+
+    >>> default_preprocessing("aubmindlab/bert-base-arabertv02")["normalizer"]
+    'arabert_v02'
+    """
+    name = backbone.lower()
+    if "arabert" in name:
+        return {"normalizer": "arabert_v02", "text_prefix": ""}
+    if "e5" in name:
+        return {"normalizer": "none", "text_prefix": "passage: "}
+    return {"normalizer": "none", "text_prefix": ""}

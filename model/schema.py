@@ -1,0 +1,130 @@
+"""Task schema: which tasks a model predicts and with which labels.
+
+The schema lives in the config file, never in code. The default "libya" schema
+(topic, stance_gna, stance_haftar) is in ``configs/``; users declare their own the
+same way::
+
+    >>> tasks = parse_tasks([{"name": "topic", "labels": ["sport", "economy"]}])
+    >>> tasks[0].label2id["economy"]
+    1
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SchemaError(ValueError):
+    """The task schema in a config is invalid (raised before any work starts)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One single-label classification head.
+
+    ``class_weights`` is ``None`` (plain cross-entropy), ``"auto"`` (inverse label
+    frequency in the training split) or one weight per label.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    weight: float = 1.0
+    class_weights: str | tuple[float, ...] | None = None
+    label2id: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label2id", {label: i for i, label in enumerate(self.labels)})
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "labels": list(self.labels), "weight": self.weight}
+        if self.class_weights is not None:
+            out["class_weights"] = (
+                self.class_weights if isinstance(self.class_weights, str) else list(self.class_weights)
+            )
+        return out
+
+
+def parse_tasks(raw: Any, where: str = "tasks") -> list[Task]:
+    """Validate the ``tasks:`` list of a config and return :class:`Task` objects.
+
+    >>> [t.name for t in parse_tasks([{"name": "topic", "labels": ["a", "b"]}])]
+    ['topic']
+    """
+    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
+        raise SchemaError(f"{where}: expected a non-empty list of tasks, got {raw!r}")
+    tasks, seen = [], set()
+    for i, item in enumerate(raw):
+        here = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise SchemaError(f"{here}: expected a mapping with 'name' and 'labels', got {item!r}")
+        unknown = set(item) - {"name", "labels", "weight", "class_weights"}
+        if unknown:
+            raise SchemaError(
+                f"{here}: unknown key(s) {sorted(unknown)}; allowed: name, labels, weight, class_weights"
+            )
+        name = item.get("name")
+        if not isinstance(name, str) or not TASK_NAME.match(name):
+            raise SchemaError(f"{here}.name: expected an identifier like 'topic', got {name!r}")
+        if name in seen:
+            raise SchemaError(f"{here}.name: duplicate task name {name!r}")
+        seen.add(name)
+        tasks.append(
+            Task(
+                name=name,
+                labels=_parse_labels(item.get("labels"), f"{here}.labels ({name})"),
+                weight=_parse_weight(item.get("weight", 1.0), f"{here}.weight ({name})"),
+                class_weights=_parse_class_weights(item.get("class_weights"), len(item["labels"]), here),
+            )
+        )
+    return tasks
+
+
+def _parse_labels(labels: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(labels, list) or len(labels) < 2:
+        raise SchemaError(f"{where}: expected a list of at least 2 labels, got {labels!r}")
+    for label in labels:
+        if not isinstance(label, str) or not label.strip():
+            raise SchemaError(f"{where}: labels must be non-empty strings, got {label!r}")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise SchemaError(f"{where}: duplicate label(s) {duplicates}")
+    return tuple(labels)
+
+
+def _parse_weight(weight: Any, where: str) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise SchemaError(f"{where}: expected a non-negative number, got {weight!r}")
+    return float(weight)
+
+
+def _parse_class_weights(value: Any, n_labels: int, where: str) -> str | tuple[float, ...] | None:
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, list) and len(value) == n_labels and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value
+    ):
+        return tuple(float(v) for v in value)
+    raise SchemaError(
+        f"{where}.class_weights: expected 'auto', null or {n_labels} positive numbers, got {value!r}"
+    )
+
+
+def inverse_frequency_weights(counts: Sequence[int]) -> tuple[float, ...]:
+    """Class weights ``n / (k * n_c)``; unseen classes get the largest seen weight.
+
+    >>> inverse_frequency_weights([30, 10])
+    (0.6667, 2.0)
+    """
+    total, k = sum(counts), len(counts)
+    seen = [total / (k * c) for c in counts if c > 0]
+    cap = max(seen) if seen else 1.0
+    return tuple(round(total / (k * c), 4) if c > 0 else round(cap, 4) for c in counts)

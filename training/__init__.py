@@ -1,0 +1,1 @@
+"""nabaa's training wing: data reading and validation, the accelerate loop, metrics and reports."""

@@ -1,0 +1,184 @@
+"""Labelled data: read, validate, window and batch.
+
+Validation runs over the whole file before any training step and reports every
+problem with ``file:line``, the field and the allowed values, so a user fixes a
+file in one pass rather than one crash at a time.
+
+    >>> articles = load_labelled("seeds/train.jsonl", DataArgs(), tasks, pre)  # doctest: +SKIP
+    >>> ds = window_dataset(articles, tokenizer, pre, training=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+from model.modeling import IGNORE_INDEX
+from model.preprocess import EmptyTextError, Preprocessing
+from model.records import iter_records
+from model.schema import Task
+from training.config import DataArgs
+
+MAX_LISTED_PROBLEMS = 25
+
+
+class DataError(ValueError):
+    """A data file has invalid records; the message lists them with file:line."""
+
+
+@dataclass
+class Article:
+    """A validated labelled article. ``labels[i]`` is the label id for task ``i`` or
+    :data:`IGNORE_INDEX` when the record has no label for it."""
+
+    id: str
+    title: str
+    prepared: str
+    labels: list[int]
+    line: int
+
+
+def load_labelled(
+    path: str, data: DataArgs, tasks: Sequence[Task], pre: Preprocessing, limit: int | None = None
+) -> list[Article]:
+    """Read and validate a labelled file; raise :class:`DataError` listing every problem."""
+    articles, problems, seen_ids, present = [], [], {}, {t.name: 0 for t in tasks}
+    for rec in iter_records(path):
+        if limit is not None and len(articles) >= limit:
+            break
+        if rec.error:
+            problems.append(f"{path}:{rec.line}: {rec.error}")
+            continue
+        article, issues = _validate(rec.data, rec.line, path, data, tasks, pre, seen_ids)
+        problems.extend(issues)
+        if article is not None:
+            articles.append(article)
+            for task, label in zip(tasks, article.labels):
+                present[task.name] += label != IGNORE_INDEX
+    absent = [name for name, n in present.items() if n == 0]
+    if absent and (articles or not problems):
+        problems.insert(0, f"{path}: no record has a label for task(s) {absent}: missing column(s)?")
+    if not articles and not problems:
+        problems.append(f"{path}: the file has no records")
+    if problems:
+        raise DataError(_summarise(path, problems))
+    return articles
+
+
+def _validate(
+    record: dict[str, Any],
+    line: int,
+    path: str,
+    data: DataArgs,
+    tasks: Sequence[Task],
+    pre: Preprocessing,
+    seen_ids: dict[str, int],
+) -> tuple[Article | None, list[str]]:
+    here = f"{path}:{line}"
+    issues = []
+    rid = record.get(data.id_field)
+    if rid is None or (isinstance(rid, str) and not rid.strip()):
+        issues.append(f"{here}: field '{data.id_field}': missing or empty id")
+    elif not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        issues.append(f"{here}: field '{data.id_field}': id must be a string or integer, got {type(rid).__name__}")
+    else:
+        rid = str(rid)
+        if rid in seen_ids:
+            issues.append(f"{here}: field '{data.id_field}': duplicate id {rid!r} (first on line {seen_ids[rid]})")
+        else:
+            seen_ids[rid] = line
+    text = record.get(data.text_field)
+    title = record.get(data.title_field) if data.title_field else None
+    title = title if isinstance(title, str) else ""
+    prepared = None
+    if data.text_field not in record:
+        issues.append(f"{here}: field '{data.text_field}': missing (columns: {sorted(record)})")
+    elif not isinstance(text, str):
+        issues.append(f"{here}: field '{data.text_field}': must be a string, got {type(text).__name__}")
+    elif not text.strip():
+        issues.append(f"{here}: field '{data.text_field}': empty text")
+    else:
+        try:
+            prepared = pre.prepare(text, title)
+        except EmptyTextError:
+            issues.append(f"{here}: field '{data.text_field}': text is empty after normalisation ({pre.normalizer})")
+    labels = []
+    for task in tasks:
+        value = record.get(task.name)
+        if value is None or value == "":
+            labels.append(IGNORE_INDEX)  # partially annotated: this head's loss is masked
+        elif value not in task.label2id:
+            issues.append(
+                f"{here}: field '{task.name}': unknown label {value!r}; allowed: {', '.join(task.labels)}"
+            )
+            labels.append(IGNORE_INDEX)
+        else:
+            labels.append(task.label2id[value])
+    if issues:
+        return None, issues
+    return Article(id=rid, title=title, prepared=prepared, labels=labels, line=line), []
+
+
+def _summarise(path: str, problems: list[str]) -> str:
+    shown = problems[:MAX_LISTED_PROBLEMS]
+    more = len(problems) - len(shown)
+    tail = f"\n  ... and {more} more" if more > 0 else ""
+    return f"{path}: {len(problems)} problem(s) found before training:\n  " + "\n  ".join(shown) + tail
+
+
+def window_dataset(
+    articles: Sequence[Article], tokenizer: Any, pre: Preprocessing, training: bool
+) -> Dataset:
+    """One row per window: ``input_ids``, the article's ``labels`` and its index ``article``."""
+    base = Dataset.from_dict(
+        {
+            "prepared": [a.prepared for a in articles],
+            "labels": [a.labels for a in articles],
+            "article": list(range(len(articles))),
+        }
+    )
+
+    def explode(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"input_ids": [], "labels": [], "article": []}
+        for windows, labels, index in zip(
+            pre.windows(tokenizer, batch["prepared"], training=training), batch["labels"], batch["article"]
+        ):
+            for ids in windows:
+                out["input_ids"].append(ids)
+                out["labels"].append(labels)
+                out["article"].append(index)
+        return out
+
+    return base.map(explode, batched=True, remove_columns=base.column_names, desc="windowing")
+
+
+class Collator:
+    """Pads a batch of windows dynamically (to a multiple of 8 for tensor cores)."""
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        padded = self.tokenizer.pad(
+            {"input_ids": [r["input_ids"] for r in rows]}, pad_to_multiple_of=8, return_tensors="pt"
+        )
+        return {
+            "input_ids": padded["input_ids"],
+            "attention_mask": padded["attention_mask"],
+            "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
+            "article": torch.tensor([r["article"] for r in rows], dtype=torch.long),
+        }
+
+
+def label_counts(articles: Sequence[Article], tasks: Sequence[Task]) -> dict[str, list[int]]:
+    """Per task, how many articles carry each label (for ``class_weights: auto``)."""
+    counts = {t.name: [0] * len(t.labels) for t in tasks}
+    for article in articles:
+        for task, label in zip(tasks, article.labels):
+            if label != IGNORE_INDEX:
+                counts[task.name][label] += 1
+    return counts

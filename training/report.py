@@ -1,0 +1,142 @@
+"""After training: calibrate on dev, evaluate dev and test, write the model card.
+
+Called by ``training.train`` on the main process once the loop ends; safe to
+re-run (``python -m training.report --config ...``) on a finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.classifier import Classifier, _softmax
+from model.modeling import IGNORE_INDEX
+from model.serialization import CALIBRATION_FILE
+from training.calibration import fit_temperature
+from training.config import RunConfig
+from training.data import load_labelled
+from training.evaluate import evaluate_folder, fit_baseline
+from training.metrics import expected_calibration_error
+
+
+def calibrate(clf: Classifier, dev_file: str, cfg: RunConfig) -> dict[str, Any]:
+    """Fit one temperature per task on dev article logits; return ``calibration.json`` content."""
+    dev = load_labelled(dev_file, cfg.data, clf.tasks, clf.pre)
+    raw = clf.logits_prepared([a.prepared for a in dev])
+    out = {}
+    for column, task in enumerate(clf.tasks):
+        keep = np.array([a.labels[column] != IGNORE_INDEX for a in dev], dtype=bool)
+        gold, logits = np.array([a.labels[column] for a in dev])[keep], raw[task.name][keep]
+        t = fit_temperature(logits, gold)
+        out[task.name] = {
+            "temperature": round(t, 5),
+            "dev_ece_before": round(expected_calibration_error(gold, _softmax(logits)), 5) if len(gold) else None,
+            "dev_ece_after": round(expected_calibration_error(gold, _softmax(logits / t)), 5) if len(gold) else None,
+            "fitted_on": dev_file,
+            "n": int(keep.sum()),
+        }
+    return out
+
+
+def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any]:
+    """Calibrate ``best/``, write reports under ``report/`` and the model card; return metrics."""
+    run_dir = cfg.run_dir
+    best = run_dir / "best"
+    if not (best / "config.json").exists():
+        print(f"no {best} to finalize (training produced no checkpoint)")
+        return {}
+    clf = Classifier.from_pretrained(best, device="auto")
+    if cfg.train.calibrate:
+        clf.calibration = calibrate(clf, cfg.data.dev_file, cfg)
+        _write_atomic(best / CALIBRATION_FILE, json.dumps(clf.calibration, indent=2) + "\n")
+    results: dict[str, Any] = {}
+    if cfg.train.final_report:
+        baseline = fit_baseline(clf, cfg.data.train_file, cfg.data) if cfg.train.baseline else None
+        for split, path in (("dev", cfg.data.dev_file), ("test", cfg.data.test_file)):
+            if path:
+                results[split] = evaluate_folder(best, path, run_dir / "report" / split, data=cfg.data, clf=clf,
+                                                 split_name=split, baseline_model=baseline)
+                print(f"{split}: mean macro-F1 {results[split]['mean_macro_f1']:.4f}"
+                      + (f" (TF-IDF baseline {results[split]['baseline']['mean_macro_f1']:.4f})"
+                         if "baseline" in results[split] else "")
+                      + f"; report {run_dir / 'report' / split / 'report.md'}")
+    _write_atomic(best / "README.md", model_card(cfg, clf, results, best_epoch))
+    return results
+
+
+def model_card(cfg: RunConfig, clf: Classifier, results: dict[str, Any], best_epoch: int | None) -> str:
+    """A README.md for the model folder: schema, data, metrics, intended use, limits."""
+    lines = [
+        f"# nabaa model — {cfg.name}", "",
+        "A multi-task classifier of Arabic news articles fine-tuned with "
+        "nabaa: one encoder, one head per task.", "",
+        "```python", "from inference import Classifier",
+        'clf = Classifier.from_pretrained("path/to/this/folder")',
+        'clf.predict(["نص المقال ..."])', "```", "",
+        "## Schema", "", "| task | labels |", "|---|---|",
+        *[f"| {t.name} | {', '.join(t.labels)} |" for t in clf.tasks], "",
+        "## Training", "",
+        f"- backbone: `{cfg.model.backbone}`, pooling {cfg.model.pooling}, "
+        f"windows of {cfg.model.max_length} tokens (stride {cfg.model.stride}), aggregation {cfg.model.aggregation}",
+        f"- preprocessing: normaliser `{clf.pre.normalizer}`, prefix `{clf.pre.text_prefix!r}` (applied automatically at load)",
+        f"- data: train `{cfg.data.train_file}`, dev `{cfg.data.dev_file}`"
+        + (f", test `{cfg.data.test_file}`" if cfg.data.test_file else ""),
+        f"- {cfg.train.epochs} epoch(s) max, lr {cfg.train.learning_rate}, batch {cfg.train.batch_size}, "
+        f"seed {cfg.train.seed}; best epoch {best_epoch}",
+        "- scores are calibrated by per-task temperature scaling fitted on dev (`calibration.json`)"
+        if clf.calibration else "- scores are not calibrated", "",
+        "## Metrics", "",
+    ]
+    if results:
+        lines += ["| split | task | accuracy | macro-F1 | ECE | baseline macro-F1 |", "|---|---|---|---|---|---|"]
+        for split, report in results.items():
+            for task, m in report["tasks"].items():
+                base = report.get("baseline", {}).get("tasks", {}).get(task, {}).get("macro_f1")
+                lines.append(f"| {split} | {task} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['ece']:.3f} | "
+                             + (f"{base:.3f} |" if base is not None else "— |"))
+    else:
+        lines.append("No evaluation was run.")
+    lines += [
+        "", "## Intended use", "",
+        "Triage and measurement of large Arabic news collections by media analysts and researchers: "
+        "which topics an outlet covers and how its own voice frames the named political actors. "
+        "Use aggregate figures, and read articles before drawing conclusions about any single one.", "",
+        "## Limits", "",
+        "- Stance is judged on the article's own framing, a subtle and contested judgement; "
+        "errors concentrate on neutral reports that quote one side's harsh words.",
+        "- Trained on the labelled data above only: other countries, periods, dialects or outlets "
+        "may differ; re-evaluate on a labelled sample of your own data first.",
+        "- Not for decisions about individuals, and not a fact-checking tool.",
+        "- Long articles are read in at most "
+        f"{clf.pre.predict_max_windows} windows of {clf.pre.max_length} tokens.", "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    from training.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m training.report",
+                                     description="Calibrate and report on a finished run.")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    finalize_run(load_config(args.config, args.overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""Train nabaa's multi-task classifier with accelerate.
+
+Commands (run from the repository root)::
+
+    # one process (CPU or one GPU)
+    python -m training.train --config configs/tiny.yaml
+    accelerate launch -m training.train --config configs/libya-arabert.yaml train.epochs=4
+    # two CPU processes (gloo). NB: `accelerate launch --cpu --num_processes 2` starts ONE process;
+    # this form really starts two:
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m training.train --config configs/tiny.yaml
+    # several GPUs
+    accelerate launch --multi_gpu --num_processes 4 -m training.train --config configs/libya-arabert.yaml
+    # continue a killed run (same config and overrides)
+    python -m training.train --config configs/tiny.yaml --resume
+
+The run directory ``runs/<name>/`` (or ``output_dir=PATH``) receives ``config.yaml``
+(the resolved config), ``metrics.jsonl``, ``checkpoints/`` (accelerate states for
+``--resume``), ``best/`` (a ``save_pretrained`` folder, the best dev epoch by mean
+macro-F1) and ``report/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+from model.modeling import IGNORE_INDEX, MultiTaskClassifier
+from model.preprocess import Preprocessing, aggregate_windows, default_preprocessing
+from model.schema import Task, inverse_frequency_weights
+from model.serialization import recover_dir, save_model_folder
+from training.config import ConfigError, RunConfig, load_config
+from training.data import Article, Collator, DataError, label_counts, load_labelled, window_dataset
+from training.metrics import mean_macro_f1, task_metrics
+
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class TrainerState:
+    """Loop position and early-stopping memory; saved with every checkpoint."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batches_done: int = 0  # batches of that epoch already trained
+    optimizer_steps: int = 0
+    best_score: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    finished: bool = False
+    history: list = field(default_factory=list)
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+# --------------------------------------------------------------------------- setup
+def mixed_precision_for(setting: str) -> str:
+    """``auto`` → bf16 on a GPU that supports it, else full precision."""
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def resolve_backbone_folder(cfg: RunConfig, accelerator: Accelerator, train_texts: Sequence[str]) -> str:
+    """A hub id, a local folder, or a backbone nabaa builds (``tiny``, ``embedded:...``)."""
+    name = cfg.model.backbone
+    if name == "tiny":
+        from model.tiny import build_tiny_backbone
+
+        folder = cfg.run_dir / "backbone"
+        with accelerator.main_process_first():
+            if accelerator.is_main_process and not (folder / "config.json").exists():
+                build_tiny_backbone(
+                    train_texts, folder, vocab_size=cfg.model.tiny_vocab_size,
+                    hidden_size=cfg.model.tiny_hidden_size, num_layers=cfg.model.tiny_layers,
+                    max_position_embeddings=max(512, cfg.model.max_length), seed=cfg.train.seed,
+                )
+        return str(folder)
+    if name.startswith("embedded:"):
+        from model.backbones import resolve_backbone
+
+        with accelerator.main_process_first():
+            return resolve_backbone(name)
+    return name
+
+
+def build_preprocessing(cfg: RunConfig) -> Preprocessing:
+    defaults = default_preprocessing(cfg.model.backbone)
+    m = cfg.model
+    return Preprocessing(
+        normalizer=defaults["normalizer"] if m.normalizer == "auto" else m.normalizer,
+        text_prefix=defaults["text_prefix"] if m.text_prefix is None else m.text_prefix,
+        max_length=m.max_length,
+        stride=m.stride,
+        max_windows=m.max_windows,
+        predict_max_windows=m.predict_max_windows,
+        aggregation=m.aggregation,
+    )
+
+
+def with_class_weights(tasks: Sequence[Task], train: Sequence[Article]) -> list[Task]:
+    """Replace ``class_weights: auto`` by inverse label frequencies of the training split."""
+    counts = label_counts(train, tasks)
+    return [
+        Task(t.name, t.labels, t.weight, inverse_frequency_weights(counts[t.name]))
+        if t.class_weights == "auto" else t
+        for t in tasks
+    ]
+
+
+def get_dataloaders(
+    cfg: RunConfig, tokenizer: Any, pre: Preprocessing, train: Sequence[Article], dev: Sequence[Article]
+) -> tuple[Any, DataLoader]:
+    """The training windows (shuffled per epoch by the caller) and a dev loader."""
+    collate = Collator(tokenizer)
+    train_ds = window_dataset(train, tokenizer, pre, training=True)
+    dev_ds = window_dataset(dev, tokenizer, pre, training=False)
+    dev_dl = DataLoader(dev_ds, batch_size=cfg.train.eval_batch_size, collate_fn=collate,
+                        num_workers=cfg.train.num_workers)
+    return train_ds, dev_dl
+
+
+def epoch_loader(cfg: RunConfig, train_ds: Any, tokenizer: Any, epoch: int) -> DataLoader:
+    """A loader over the training windows in an order fixed by (seed, epoch), so a
+    resumed run sees exactly the batches an uninterrupted one would."""
+    return DataLoader(
+        train_ds.shuffle(seed=cfg.train.seed + epoch),
+        batch_size=cfg.train.batch_size,
+        collate_fn=Collator(tokenizer),
+        num_workers=cfg.train.num_workers,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(
+    model: Any, dev_dl: DataLoader, articles: Sequence[Article], tasks: Sequence[Task],
+    pre: Preprocessing, accelerator: Accelerator,
+) -> dict[str, Any]:
+    """Dev metrics per task on article level (window logits aggregated). Runs on every rank."""
+    model.eval()
+    logits: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
+    index: list[torch.Tensor] = []
+    for batch in dev_dl:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        gathered = accelerator.gather_for_metrics(({k: v.float() for k, v in out.logits.items()}, batch["article"]))
+        for name in logits:
+            logits[name].append(gathered[0][name].cpu())
+        index.append(gathered[1].cpu())
+    model.train()
+    article_index = torch.cat(index)
+    results = {}
+    for column, task in enumerate(tasks):
+        agg = aggregate_windows(torch.cat(logits[task.name]), article_index, len(articles), pre.aggregation)
+        gold = torch.tensor([a.labels[column] for a in articles])
+        keep = gold != IGNORE_INDEX
+        probs = agg.softmax(-1)[keep].numpy()
+        results[task.name] = task_metrics(gold[keep].tolist(), agg.argmax(-1)[keep].tolist(), task.labels, probs)
+    return results
+
+
+# --------------------------------------------------------------------------- checkpoints
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    folder = run_dir / "checkpoints"
+    if not folder.exists():
+        return None
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState, keep: int) -> None:
+    """``save_state`` into a temp folder, then rename: a kill never leaves a half checkpoint
+    that ``--resume`` would pick."""
+    folder = run_dir / "checkpoints"
+    final = folder / f"step_{_checkpoint_number(state):012d}"
+    tmp = folder / f".tmp_{final.name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        ordered = sorted(p for p in folder.iterdir() if CHECKPOINT_PATTERN.match(p.name))
+        for old in ordered[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _checkpoint_number(state: TrainerState) -> int:
+    # Orders checkpoints by (epoch, batch): optimizer steps alone cannot tell an
+    # end-of-epoch state (eval done) from the mid-epoch one at the same step.
+    return state.epoch * 1_000_000 + state.batches_done
+
+
+# --------------------------------------------------------------------------- the loop
+def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
+    """Train, evaluate every epoch, keep ``best/``, stop early; return the final state."""
+    run_dir = cfg.run_dir
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision_for(cfg.train.mixed_precision),
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        log_with=cfg.train.report_to or None,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+    )
+    set_seed(cfg.train.seed)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if accelerator.is_main_process:
+        _prepare_run_dir(cfg, run_dir, resume, checkpoint)
+    accelerator.wait_for_everyone()
+
+    pre = build_preprocessing(cfg)
+    train = load_labelled(cfg.data.train_file, cfg.data, cfg.tasks, pre, limit=cfg.data.limit_train)
+    dev = load_labelled(cfg.data.dev_file, cfg.data, cfg.tasks, pre)
+    tasks = with_class_weights(cfg.tasks, train)
+    backbone = resolve_backbone_folder(cfg, accelerator, [a.prepared for a in train])
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    model = MultiTaskClassifier.from_backbone(backbone, tasks, pooling=cfg.model.pooling,
+                                              head_dropout=cfg.model.head_dropout)
+    train_ds, dev_dl = get_dataloaders(cfg, tokenizer, pre, train, dev)
+
+    steps_per_epoch = math.ceil(math.ceil(len(train_ds) / cfg.train.batch_size) / cfg.train.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.train.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
+    model, optimizer, scheduler, dev_dl = accelerator.prepare(model, optimizer, scheduler, dev_dl)
+    state = TrainerState()
+    accelerator.register_for_checkpointing(state)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        accelerator.print(f"resumed from {checkpoint} (epoch {state.epoch + 1}, batch {state.batches_done})")
+    if accelerator.is_main_process:
+        accelerator.print(
+            f"{len(train)} train / {len(dev)} dev articles, {len(train_ds)} training windows, "
+            f"{accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision}"
+        )
+    if cfg.train.report_to:
+        accelerator.init_trackers(cfg.name, config=_flat_config(cfg))
+
+    context = {"cfg": cfg, "accelerator": accelerator, "tokenizer": tokenizer, "pre": pre, "tasks": tasks,
+               "dev": dev, "dev_dl": dev_dl, "run_dir": run_dir}
+    while not state.finished and state.epoch < cfg.train.epochs:
+        loader = accelerator.prepare(epoch_loader(cfg, train_ds, tokenizer, state.epoch))
+        _train_epoch(model, optimizer, scheduler, loader, state, context)
+        _end_epoch(model, state, context)
+    state.finished = True
+    accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return state
+
+
+def _param_groups(model: MultiTaskClassifier, cfg: RunConfig) -> list[dict[str, Any]]:
+    """Encoder and heads may learn at different rates; no weight decay on biases and norms."""
+    head_lr = cfg.train.head_learning_rate or cfg.train.learning_rate
+    groups: dict[tuple[float, float], list] = {}
+    for name, param in model.named_parameters():
+        lr = head_lr if name.startswith("heads.") else cfg.train.learning_rate
+        decay = 0.0 if param.ndim < 2 else cfg.train.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    return [{"params": p, "lr": lr, "weight_decay": d} for (lr, d), p in groups.items()]
+
+
+def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state: TrainerState, ctx: dict) -> None:
+    cfg, accelerator = ctx["cfg"], ctx["accelerator"]
+    skipped = accelerator.skip_first_batches(loader, state.batches_done) if state.batches_done else loader
+    bar = tqdm(total=len(loader), initial=state.batches_done, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}",
+               disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    model.train()
+    running, seen = 0.0, 0
+    for batch in skipped:
+        with accelerator.accumulate(model):
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            accelerator.backward(out.loss)
+            if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+        state.batches_done += 1
+        running, seen = running + out.loss.item(), seen + 1
+        bar.update(1)
+        if accelerator.sync_gradients:
+            state.optimizer_steps += 1
+            if state.optimizer_steps % cfg.train.log_every_steps == 0:
+                loss = accelerator.gather(torch.tensor([running / seen], device=accelerator.device)).mean().item()
+                bar.set_postfix(loss=f"{loss:.4f}")
+                _log(ctx, {"type": "train", "epoch": state.epoch + 1, "step": state.optimizer_steps,
+                           "loss": loss, "lr": scheduler.get_last_lr()[0]})
+                running, seen = 0.0, 0
+            every = cfg.train.save_every_steps
+            if every and state.optimizer_steps % every == 0 and state.batches_done < len(loader):
+                save_checkpoint(accelerator, ctx["run_dir"], state, cfg.train.keep_checkpoints)
+    bar.close()
+
+
+def _end_epoch(model: Any, state: TrainerState, ctx: dict) -> None:
+    cfg, accelerator = ctx["cfg"], ctx["accelerator"]
+    results = evaluate(model, ctx["dev_dl"], ctx["dev"], ctx["tasks"], ctx["pre"], accelerator)
+    score = mean_macro_f1(results)
+    summary = {name: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]} for name, m in results.items()}
+    improved = score > state.best_score
+    _log(ctx, {"type": "eval", "epoch": state.epoch + 1, "step": state.optimizer_steps,
+               "dev_mean_macro_f1": score, "dev": summary, "improved": improved})
+    accelerator.print(f"epoch {state.epoch + 1}: dev mean macro-F1 {score:.4f}"
+                      + (" (best so far)" if improved else f" (best {state.best_score:.4f})"))
+    if improved:
+        state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch + 1, 0
+        _save_best(model, ctx, score, summary, state.epoch + 1)
+    else:
+        state.bad_epochs += 1
+    state.history.append({"epoch": state.epoch + 1, "dev_mean_macro_f1": score})
+    state.epoch, state.batches_done = state.epoch + 1, 0
+    if state.bad_epochs >= cfg.train.patience:
+        accelerator.print(f"early stop: no dev improvement for {state.bad_epochs} epoch(s)")
+        state.finished = True
+    save_checkpoint(accelerator, ctx["run_dir"], state, cfg.train.keep_checkpoints)
+
+
+def _save_best(model: Any, ctx: dict, score: float, summary: dict, epoch: int) -> None:
+    accelerator = ctx["accelerator"]
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        cfg = ctx["cfg"]
+        card = {"epoch": epoch, "dev_mean_macro_f1": score, "dev": summary}
+        save_model_folder(
+            ctx["run_dir"] / "best",
+            accelerator.unwrap_model(model),
+            ctx["tokenizer"],
+            ctx["pre"],
+            run_config_yaml=yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False),
+            extra_files={"training_state.json": json.dumps(card, indent=2) + "\n"},
+        )
+    accelerator.wait_for_everyone()
+
+
+def _log(ctx: dict, record: dict[str, Any]) -> None:
+    accelerator = ctx["accelerator"]
+    if not accelerator.is_main_process:
+        return
+    record = {"time": round(time.time(), 3), **record}
+    with open(ctx["run_dir"] / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+    if ctx["cfg"].train.report_to:
+        flat = {"train/loss": record["loss"]} if record["type"] == "train" else {
+            "dev/mean_macro_f1": record["dev_mean_macro_f1"],
+            **{f"dev/{t}/macro_f1": m["macro_f1"] for t, m in record["dev"].items()},
+        }
+        accelerator.log(flat, step=record["step"])
+
+
+def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, checkpoint: Path | None) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recover_dir(run_dir / "best")
+    if not resume and (latest_checkpoint(run_dir) or (run_dir / "metrics.jsonl").exists()):
+        raise SystemExit(
+            f"{run_dir} already holds a run; pass --resume to continue it, or output_dir=... for a new one"
+        )
+    if resume and checkpoint is None:
+        print(f"--resume: no checkpoint in {run_dir}/checkpoints yet; starting from the beginning")
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if resume and checkpoint is not None:
+        _truncate_metrics_after(run_dir / "metrics.jsonl", checkpoint)
+    cfg.dump(run_dir / "config.yaml")
+
+
+def _truncate_metrics_after(path: Path, checkpoint: Path) -> None:
+    """Drop log lines written after the checkpoint we resume from, so curves have no duplicates."""
+    if not path.exists():
+        return
+    cutoff = checkpoint.stat().st_mtime
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("time", 0) <= cutoff]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _flat_config(cfg: RunConfig) -> dict[str, Any]:
+    flat = {}
+    for section in ("model", "data", "train"):
+        for key, value in asdict(getattr(cfg, section)).items():
+            if isinstance(value, (int, float, str, bool)):
+                flat[f"{section}.{key}"] = value
+    return flat
+
+
+# --------------------------------------------------------------------------- entry point
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train a multi-task Arabic news classifier (see the module docstring for launch forms).",
+    )
+    parser.add_argument("--config", required=True, help="YAML config (configs/*.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run dir's latest checkpoint")
+    parser.add_argument("--no-finalize", action="store_true", help="skip calibration and the final report")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2 output_dir=/tmp/x")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        state = training_function(cfg, resume=args.resume)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.no_finalize and _is_main_process():
+        from training.report import finalize_run
+
+        finalize_run(cfg, state.best_epoch)
+    return 0
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
