@@ -607,7 +607,6 @@ def _convert(spec: _EmbeddedSpec, out: Path) -> None:
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         position_embedding_type="absolute",
-        tokenizer_class="PreTrainedTokenizerFast",
     )
     state: dict[str, torch.Tensor] = {}
 
@@ -639,9 +638,9 @@ def _convert(spec: _EmbeddedSpec, out: Path) -> None:
             put(prefix + module + ".bias", f"l{layer}.{short}.b", 1, H, vector=True)
         bar.update()
 
-    model = BertModel(config, add_pooling_layer=False)
-    model.load_state_dict(state, strict=True)
-    model.eval()
+    with torch.device("meta"):  # skip the random init of 96M parameters we overwrite anyway
+        model = BertModel(config, add_pooling_layer=False)
+    model.load_state_dict(state, strict=True, assign=True)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     if row_ids is not None:
@@ -664,8 +663,23 @@ def _convert(spec: _EmbeddedSpec, out: Path) -> None:
         "build_seconds": round(time.perf_counter() - started, 2),
     }
     (out / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    _relax_permissions(out)
     bar.update()
     bar.close()
+
+
+def _relax_permissions(folder: Path) -> None:
+    """mkdtemp (and the safetensors writer) create owner-only entries; give the finished
+    folder the usual permissions (subject to the umask) so a shared cache is readable."""
+    probe = folder / ".umask-probe"
+    probe.touch()  # created with 0o666 & ~umask (os.umask itself is not thread-safe)
+    file_mode = probe.stat().st_mode & 0o777
+    probe.unlink()
+    for entry in folder.iterdir():
+        if entry.is_file():
+            os.chmod(entry, file_mode)
+    # directories also get x wherever the umask lets files have r
+    os.chmod(folder, file_mode | ((file_mode & 0o444) >> 2))
 
 
 # --------------------------------------------------------------------------- CLI

@@ -12,6 +12,8 @@ parsed as YAML and checked against the field's type; unknown keys are errors.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -107,6 +109,7 @@ class RunConfig:
         tmp.replace(path)
 
 
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 SECTIONS = {"model": ModelArgs, "data": DataArgs, "train": TrainArgs}
 
 
@@ -136,6 +139,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         tasks = parse_tasks(raw.get("tasks"), where=f"{where}: tasks")
     except SchemaError as e:
         raise ConfigError(str(e)) from e
+    for attr in ("train_file", "dev_file", "test_file"):
+        value = getattr(sections["data"], attr)
+        if value:  # ${ANT_DIR}/train.jsonl: data locations may come from the environment
+            setattr(sections["data"], attr, os.path.expandvars(value))
     cfg = RunConfig(name=name, tasks=tasks, **sections)
     _check_choices(cfg, where)
     return cfg
@@ -208,6 +215,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
             return value
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if option is float and isinstance(value, str) and _FLOAT.match(value.strip()):
+            return float(value)  # YAML 1.1 reads "3e-5" (no dot) as a string
         if option is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
             # YAML reads 2019 or 1e-5 as numbers; a str field (a path, a name) takes them as text.
             return value if isinstance(value, str) else str(value)

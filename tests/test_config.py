@@ -1,0 +1,67 @@
+"""Config loading: typed overrides and clear errors before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.config import ConfigError, load_config
+
+BASE = """
+name: t
+model: {backbone: tiny, max_length: 64}
+data: {train_file: a.jsonl, dev_file: b.jsonl}
+train: {epochs: 2}
+tasks:
+  - {name: topic, labels: [a, b, c]}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_configs_load() -> None:
+    for name in ("tiny", "libya-arabert", "demo", "ant"):
+        cfg = load_config(f"configs/{name}.yaml")
+        assert [t.name for t in cfg.tasks]
+
+
+def test_typed_overrides_and_bare_keys(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE), ["train.epochs=5", "learning_rate=3e-5", "output_dir=/tmp/x",
+                                              "model.pooling=mean", "data.test_file=null", "train.report_to=[tensorboard]"])
+    assert cfg.train.epochs == 5 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.learning_rate == pytest.approx(3e-5)
+    assert str(cfg.run_dir) == "/tmp/x"
+    assert cfg.model.pooling == "mean" and cfg.data.test_file is None
+    assert cfg.train.report_to == ["tensorboard"]
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (BASE.replace("epochs: 2", "epochz: 2"), [], "unknown key(s) ['epochz'] in 'train'"),
+        (BASE.replace("epochs: 2", "epochs: two"), [], "train.epochs: expected int, got 'two'"),
+        (BASE.replace("[a, b, c]", "[]"), [], "expected a list of at least 2 labels"),
+        (BASE.replace("[a, b, c]", "[a, b, a]"), [], "duplicate label(s) ['a']"),
+        (BASE, ["train.epochs=1.5"], "expected int, got 1.5"),
+        (BASE, ["train.nope=1"], "unknown key 'nope' in 'train'"),
+        (BASE, ["bogus=1"], "unknown key 'bogus'"),
+        (BASE, ["epochs"], "expected key=value"),
+        (BASE, ["model.pooling=max"], "model.pooling = 'max'; allowed: ['cls', 'mean']"),
+        (BASE + "extra: 1\n", [], "unknown top-level key(s) ['extra']"),
+        (BASE.replace("name: topic", "name: topic, colour: red"), [], "unknown key(s) ['colour']"),
+    ],
+)
+def test_config_errors_are_clear(tmp_path: Path, text: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), overrides)
+    assert message in str(err.value)
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(write(tmp_path, BASE + "x: !!python/object/apply:os.system ['true']\n"))

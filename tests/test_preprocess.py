@@ -1,0 +1,60 @@
+"""Windowing and window→article aggregation: one implementation for train, eval and inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.preprocess import EmptyTextError, Preprocessing, aggregate_windows, default_preprocessing
+from model.tiny import build_tiny_backbone
+
+WORDS = "قالت مصادر في طرابلس إن الحكومة بحثت ملف الكهرباء والوقود مع البلديات".split()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    from transformers import AutoTokenizer
+
+    folder = build_tiny_backbone([" ".join(WORDS)] * 20, tmp_path_factory.mktemp("tiny") / "bb", vocab_size=200)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def test_long_article_is_windowed_with_overlap(tokenizer) -> None:
+    pre = Preprocessing(max_length=32, stride=8, max_windows=3, predict_max_windows=50)
+    text = " ".join(WORDS * 30)  # ~390 words
+    [windows] = pre.windows(tokenizer, [text])
+    assert len(windows) > 10
+    assert all(len(w) <= 32 for w in windows)
+    body = [w[1:-1] for w in windows]  # strip [CLS] ... [SEP]
+    assert body[0][-8:] == body[1][:8], "consecutive windows overlap by `stride` tokens"
+    # training keeps only max_windows per article; short articles stay one window
+    [train_windows, short] = pre.windows(tokenizer, [text, "خبر قصير"], training=True)
+    assert len(train_windows) == 3 and len(short) == 1
+
+
+def test_aggregations() -> None:
+    logits = torch.tensor([[1.0, 0.0], [3.0, 4.0], [0.0, 9.0], [5.0, 5.0]])
+    owner = torch.tensor([0, 0, 1, 0])
+    assert torch.allclose(aggregate_windows(logits, owner, 2, "mean"), torch.tensor([[3.0, 3.0], [0.0, 9.0]]))
+    assert torch.allclose(aggregate_windows(logits, owner, 2, "max"), torch.tensor([[5.0, 5.0], [0.0, 9.0]]))
+    assert torch.allclose(aggregate_windows(logits, owner, 2, "first"), torch.tensor([[1.0, 0.0], [0.0, 9.0]]))
+
+
+def test_prepare_normalises_and_refuses_empty() -> None:
+    pre = Preprocessing(normalizer="arabert_v02", text_prefix="passage: ")
+    assert pre.prepare("مَرْحَبًا", title="عـــاجل") == "passage: عاجل مرحبا"
+    with pytest.raises(EmptyTextError):
+        pre.prepare("  ـــ  ")
+
+
+def test_preprocess_json_round_trip(tmp_path: Path) -> None:
+    pre = Preprocessing(normalizer="arabert_v02", max_length=100, stride=10, aggregation="max")
+    pre.save(tmp_path)
+    assert Preprocessing.load(tmp_path) == pre
+
+
+def test_defaults_follow_the_backbone() -> None:
+    assert default_preprocessing("aubmindlab/bert-base-arabertv02")["normalizer"] == "arabert_v02"
+    assert default_preprocessing("embedded:multilingual-e5-small")["text_prefix"] == "passage: "
