@@ -101,8 +101,13 @@ class Classifier:
 
     def predict_proba(self, texts: Sequence[Text]) -> dict[str, np.ndarray]:
         """Per task, calibrated probabilities ``[n_texts, n_labels]`` (label order = ``labels(task)``)."""
-        logits = self.logits(texts, calibrated=True)
-        return {name: _softmax(value) for name, value in logits.items()}
+        prepared = [self._prepare(item, i) for i, item in enumerate(texts)]
+        return self.predict_proba_prepared(prepared)
+
+    def predict_proba_prepared(self, prepared: Sequence[str]) -> dict[str, np.ndarray]:
+        """Calibrated probabilities for texts already passed through :meth:`prepare`."""
+        raw = self.logits_prepared(prepared)
+        return {name: _softmax(value / self.temperature(name)) for name, value in raw.items()}
 
     def labels(self, task: str) -> list[str]:
         return list(next(t for t in self.tasks if t.name == task).labels)

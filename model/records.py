@@ -68,27 +68,44 @@ def open_binary(path: str | os.PathLike) -> IO[bytes]:
     return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
 
 
-def iter_records(path: str | os.PathLike, skip: int = 0) -> Iterator[RawRecord]:
+def iter_records(path: str | os.PathLike, skip: int = 0, shard: tuple[int, int] = (0, 1)) -> Iterator[RawRecord]:
     """Yield every record of ``path`` in file order, bad ones with an ``error``.
 
-    ``skip`` passes over that many records first (cheaply: they are not decoded
-    where the format allows), which is how a resumed scoring run continues.
+    ``shard=(k, n)`` keeps records whose 0-based index ``i`` has ``i % n == k`` (one
+    process's share of a dump); ``skip`` then passes over that many of the kept
+    records, which is how a resumed scoring run continues. Records that are not
+    kept are not decoded where the format allows.
     """
     fmt, _ = detect_format(path)
     reader = {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet}[fmt]
-    yield from reader(path, skip)
+    yield from reader(path, _Selector(skip, shard))
 
 
-def _iter_jsonl(path: str | os.PathLike, skip: int) -> Iterator[RawRecord]:
-    count = 0
+class _Selector:
+    """Decides, record by record, which ones this reader yields (shard, then skip)."""
+
+    def __init__(self, skip: int, shard: tuple[int, int]):
+        self.skip, (self.k, self.n) = skip, shard
+        if not 0 <= self.k < self.n:
+            raise ValueError(f"shard {shard}: expected (k, n) with 0 <= k < n")
+        self.index, self.kept = -1, 0
+
+    def take(self) -> bool:
+        """Call once per record, in order; True if that record is to be yielded."""
+        self.index += 1
+        if self.index % self.n != self.k:
+            return False
+        self.kept += 1
+        return self.kept > self.skip
+
+
+def _iter_jsonl(path: str | os.PathLike, select: _Selector) -> Iterator[RawRecord]:
     with open_binary(path) as f:
         for line_no, raw in enumerate(f, 1):
             if not raw.strip():
                 continue  # blank lines are not records
-            count += 1
-            if count <= skip:
-                continue
-            yield _decode_json_line(raw, line_no)
+            if select.take():
+                yield _decode_json_line(raw, line_no)
 
 
 def _decode_json_line(raw: bytes, line_no: int) -> RawRecord:
@@ -107,7 +124,7 @@ def _decode_json_line(raw: bytes, line_no: int) -> RawRecord:
     return RawRecord(line_no, data=data)
 
 
-def _iter_csv(path: str | os.PathLike, skip: int) -> Iterator[RawRecord]:
+def _iter_csv(path: str | os.PathLike, select: _Selector) -> Iterator[RawRecord]:
     # Articles routinely exceed csv's default 128 KiB field limit.
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with open_binary(path) as raw:
@@ -124,25 +141,20 @@ def _iter_csv(path: str | os.PathLike, skip: int) -> Iterator[RawRecord]:
             header[0] = header[0][1:]
         if len(set(header)) != len(header):
             raise RecordFileError(f"{path}: line 1: duplicate column names in header {header}")
-        count, start = 0, reader.line_num + 1
+        start = reader.line_num + 1
         while True:
             try:
                 row = next(reader)
             except StopIteration:
                 return
             except csv.Error as e:
-                count += 1
-                if count > skip:
+                if select.take():
                     yield RawRecord(start, error=f"unreadable CSV row: {e}")
                 start = reader.line_num + 1
                 continue
             line, start = start, reader.line_num + 1
-            if not row:
-                continue
-            count += 1
-            if count <= skip:
-                continue
-            yield _csv_record(header, row, line)
+            if row and select.take():
+                yield _csv_record(header, row, line)
 
 
 def _csv_record(header: list[str], row: list[str], line: int) -> RawRecord:
@@ -161,7 +173,7 @@ def _has_surrogates(value: str) -> bool:
     return False
 
 
-def _iter_parquet(path: str | os.PathLike, skip: int) -> Iterator[RawRecord]:
+def _iter_parquet(path: str | os.PathLike, select: _Selector) -> Iterator[RawRecord]:
     import pyarrow.parquet as pq
 
     with _seekable_copy(path) as local:
@@ -171,12 +183,9 @@ def _iter_parquet(path: str | os.PathLike, skip: int) -> Iterator[RawRecord]:
             raise RecordFileError(f"{path}: not a readable Parquet file: {e}") from e
         row = 0
         for batch in pf.iter_batches(batch_size=2048):
-            if row + batch.num_rows <= skip:
-                row += batch.num_rows
-                continue
             for data in batch.to_pylist():
                 row += 1
-                if row > skip:
+                if select.take():
                     yield RawRecord(row, data=data)
 
 

@@ -41,6 +41,8 @@ class ModelArgs:
     max_windows: int = 4
     predict_max_windows: int = 16
     aggregation: str = "mean"  # mean | max | first
+    freeze_embeddings: bool = False  # CPU speed: the embedding matrix is most of a small encoder
+    freeze_layers: int = 0  # keep the lowest N encoder layers fixed (less backward work)
     tiny_vocab_size: int = 3000
     tiny_hidden_size: int = 64
     tiny_layers: int = 2

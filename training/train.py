@@ -239,6 +239,7 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     model = MultiTaskClassifier.from_backbone(backbone, tasks, pooling=cfg.model.pooling,
                                               head_dropout=cfg.model.head_dropout)
+    trainable = freeze(model, cfg.model.freeze_embeddings, cfg.model.freeze_layers)
     train_ds, dev_dl = get_dataloaders(cfg, tokenizer, pre, train, dev)
 
     steps_per_epoch = math.ceil(math.ceil(len(train_ds) / cfg.train.batch_size) / cfg.train.gradient_accumulation_steps)
@@ -254,6 +255,7 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
     if accelerator.is_main_process:
         accelerator.print(
             f"{len(train)} train / {len(dev)} dev articles, {len(train_ds)} training windows, "
+            f"{trainable / 1e6:.1f}M trainable parameters, "
             f"{accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision}"
         )
     if cfg.train.report_to:
@@ -266,9 +268,20 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
         _train_epoch(model, optimizer, scheduler, loader, state, context)
         _end_epoch(model, state, context)
     state.finished = True
-    accelerator.end_training()
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes trackers and the process group: no collective after this
     return state
+
+
+def freeze(model: MultiTaskClassifier, embeddings: bool, layers: int) -> int:
+    """Stop gradients into the embeddings and/or the lowest ``layers`` encoder layers;
+    return how many parameters stay trainable."""
+    layer_index = re.compile(r"\.layers?\.(\d+)\.")
+    for name, param in model.encoder.named_parameters():
+        match = layer_index.search(f".{name}")
+        if (embeddings and name.startswith("embeddings.")) or (match and int(match.group(1)) < layers):
+            param.requires_grad_(False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _param_groups(model: MultiTaskClassifier, cfg: RunConfig) -> list[dict[str, Any]]:
@@ -276,6 +289,8 @@ def _param_groups(model: MultiTaskClassifier, cfg: RunConfig) -> list[dict[str, 
     head_lr = cfg.train.head_learning_rate or cfg.train.learning_rate
     groups: dict[tuple[float, float], list] = {}
     for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
         lr = head_lr if name.startswith("heads.") else cfg.train.learning_rate
         decay = 0.0 if param.ndim < 2 else cfg.train.weight_decay
         groups.setdefault((lr, decay), []).append(param)

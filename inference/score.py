@@ -1,0 +1,361 @@
+"""Score an article dump: streaming, resumable, every article exactly once.
+
+Commands::
+
+    python -m inference.score --model runs/demo/best --input dump.jsonl.gz --output scores.jsonl
+    python -m inference.score --model DIR --input dump.csv --output scores.parquet --probs --quantize int8
+    python -m inference.score ... --resume          # after a crash or kill: continue, nothing lost or doubled
+    # several processes (GPUs, or CPU processes): each scores a shard, the main process merges
+    accelerate launch --num_processes 4 -m inference.score --model DIR --input dump.jsonl --output s.jsonl
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m inference.score ...
+
+How it stays exact: each process appends one journal line per input record it
+owns (a score or an error) to ``OUTPUT.part-K-of-N.journal`` and fsyncs after every
+buffer; ``--resume`` drops a torn last line and skips the records already
+journalled. When every shard is done, the main process merges the journals in
+input order into ``OUTPUT`` and ``OUTPUT.errors.jsonl`` (temp file + rename) and
+only then deletes the journals.
+
+Exit status: 0 all records scored; 3 some records went to the errors file
+(bad JSON/UTF-8, missing or empty text, missing id, duplicate id); 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from inference.classifier import Classifier
+from inference.writers import RowWriter, output_format
+from model.preprocess import EmptyTextError
+from model.records import RawRecord, RecordFileError, iter_records
+from model.serialization import ModelFolderError
+
+EXIT_OK, EXIT_USAGE, EXIT_BAD_RECORDS = 0, 2, 3
+
+
+@dataclass
+class ScoreArgs:
+    model: str
+    input: str
+    output: str
+    text_field: str = "text"
+    id_field: str = "id"
+    title_field: str | None = "title"
+    probs: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    device: str = "auto"
+    quantize: str | None = None
+    dtype: str = "auto"
+    batch_size: int = 64
+    max_batch_tokens: int = 16384
+    buffer_size: int = 1024
+
+
+@dataclass
+class Summary:
+    scored: int = 0
+    errors: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+    scored_this_run: int = 0
+
+    @property
+    def per_second(self) -> float:
+        return self.scored_this_run / self.seconds if self.seconds else 0.0
+
+
+# --------------------------------------------------------------------------- journals
+def journal_path(output: Path, k: int, n: int) -> Path:
+    return output.with_name(f"{output.name}.part-{k}-of-{n}.journal")
+
+
+def meta_path(output: Path) -> Path:
+    return output.with_name(output.name + ".journal-meta.json")
+
+
+def errors_path(output: Path) -> Path:
+    return output.with_name(output.name + ".errors.jsonl")
+
+
+def recover_journal(path: Path) -> int:
+    """Count complete lines in a journal, cutting a torn last line left by a kill."""
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            f.truncate(end)
+    return data.count(b"\n", 0, end)
+
+
+def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+# --------------------------------------------------------------------------- one record
+def check_record(rec: RawRecord, args: ScoreArgs, clf: Classifier) -> tuple[dict[str, Any], str | None]:
+    """Validate a record; return its journal entry (without scores) and its prepared text."""
+    entry: dict[str, Any] = {"line": rec.line}
+    if rec.error:
+        entry["error"] = rec.error
+        return entry, None
+    data = rec.data
+    rid = data.get(args.id_field)
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or (isinstance(rid, str) and not rid.strip()):
+        entry["error"] = (f"missing id field '{args.id_field}'" if rid is None or rid == "" else
+                          f"id field '{args.id_field}' must be a non-empty string or integer, got {type(rid).__name__}")
+        return entry, None
+    entry["id"] = str(rid)
+    text = data.get(args.text_field)
+    title = data.get(args.title_field) if args.title_field else None
+    if text is None:
+        entry["error"] = f"missing text field '{args.text_field}'"
+    elif not isinstance(text, str):
+        entry["error"] = f"text field '{args.text_field}' must be a string, got {type(text).__name__}"
+    elif not text.strip():
+        entry["error"] = f"empty text field '{args.text_field}'"
+    else:
+        try:
+            return entry, clf.prepare(text, title)
+        except EmptyTextError:
+            entry["error"] = f"text field '{args.text_field}' is empty after normalisation"
+    return entry, None
+
+
+def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier) -> list[dict[str, Any]]:
+    """Journal entries for a buffer of records, in input order (batching is length-sorted inside)."""
+    entries, prepared, owners = [], [], []
+    for rec in records:
+        entry, text = check_record(rec, args, clf)
+        entries.append(entry)
+        if text is not None:
+            prepared.append(text)
+            owners.append(len(entries) - 1)
+    if prepared:
+        probs = clf.predict_proba_prepared(prepared)
+        for row, owner in enumerate(owners):
+            entries[owner]["p"] = {name: [round(float(v), 7) for v in p[row]] for name, p in probs.items()}
+    return entries
+
+
+# --------------------------------------------------------------------------- shard loop
+def score_shard(clf: Classifier, args: ScoreArgs, k: int, n: int, show_progress: bool) -> tuple[int, int]:
+    """Score this process's shard into its journal; return (records done before, records done now)."""
+    journal = journal_path(Path(args.output), k, n)
+    done = recover_journal(journal)
+    bar = tqdm(desc=f"scoring{f' (shard {k + 1}/{n})' if n > 1 else ''}", unit=" art", initial=done,
+               disable=not show_progress, dynamic_ncols=True, smoothing=0.1)
+    new = 0
+    with open(journal, "a", encoding="utf-8") as out:
+        buffer: list[RawRecord] = []
+        for rec in iter_records(args.input, skip=done, shard=(k, n)):
+            buffer.append(rec)
+            if len(buffer) >= args.buffer_size:
+                new += _flush(buffer, args, clf, out, bar)
+                buffer = []
+        new += _flush(buffer, args, clf, out, bar)
+    bar.close()
+    return done, new
+
+
+def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, bar: Any) -> int:
+    if not buffer:
+        return 0
+    entries = score_buffer(buffer, args, clf)
+    out.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+    out.flush()
+    os.fsync(out.fileno())  # what is journalled survives a kill; --resume starts after it
+    bar.update(len(entries))
+    return len(entries)
+
+
+# --------------------------------------------------------------------------- merge
+def merge(args: ScoreArgs, clf: Classifier, n: int) -> Summary:
+    """Interleave the shard journals back into input order; write output and errors atomically."""
+    output = Path(args.output)
+    journals = [journal_path(output, k, n) for k in range(n)]
+    readers = [read_journal(j) for j in journals]
+    summary, first_seen = Summary(), {}
+    errors_tmp = errors_path(output).with_name(errors_path(output).name + ".tmp")
+    with RowWriter(output, clf.tasks, args.probs) as rows, open(errors_tmp, "w", encoding="utf-8") as errors:
+        for entry in _round_robin(readers):
+            if "error" in entry:
+                summary.errors += 1
+                errors.write(json.dumps({"line": entry["line"], "id": entry.get("id"), "reason": entry["error"]},
+                                        ensure_ascii=False) + "\n")
+                continue
+            rid = entry["id"]
+            if rid in first_seen:
+                summary.duplicates += 1
+                errors.write(json.dumps({"line": entry["line"], "id": rid, "reason":
+                                         f"duplicate id (first on line {first_seen[rid]}); scored anyway"},
+                                        ensure_ascii=False) + "\n")
+            else:
+                first_seen[rid] = entry["line"]
+            rows.write(rid, entry["p"])
+            summary.scored += 1
+    rows.commit()
+    os.replace(errors_tmp, errors_path(output))
+    for journal in journals:
+        journal.unlink()
+    meta_path(output).unlink(missing_ok=True)
+    return summary
+
+
+def _round_robin(readers: list[Iterator[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    # Record i lives in shard i % n, so taking one entry from each journal in turn
+    # restores input order; a shorter journal can only be the last ones to run out.
+    while True:
+        for reader in readers:
+            entry = next(reader, None)
+            if entry is None:
+                return
+            yield entry
+
+
+# --------------------------------------------------------------------------- driver
+def check_start(args: ScoreArgs, n: int) -> str | None:
+    """Refuse to clobber finished output or to mix runs; return a reason to stop early, if any."""
+    output = Path(args.output)
+    meta = {"input": str(Path(args.input).resolve()), "model": str(Path(args.model).resolve()),
+            "processes": n, "text_field": args.text_field, "id_field": args.id_field,
+            "title_field": args.title_field}
+    journals_exist = any(output.parent.glob(f"{output.name}.part-*.journal"))
+    if journals_exist and not args.resume:
+        return (f"{output}: an interrupted run's journals exist; pass --resume to continue it "
+                f"(or delete {output.name}.part-*.journal to start over)")
+    if args.resume and journals_exist:
+        saved = json.loads(meta_path(output).read_text(encoding="utf-8")) if meta_path(output).exists() else {}
+        if saved and saved != meta:
+            diff = {k: (saved.get(k), v) for k, v in meta.items() if saved.get(k) != v}
+            return f"--resume: this run differs from the interrupted one: {diff}"
+        return None
+    if output.exists() and not args.overwrite:
+        return f"{output} exists; pass --overwrite to replace it"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = meta_path(output).with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    tmp.replace(meta_path(output))
+    return None
+
+
+def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
+    """Score ``args.input`` into ``args.output`` (single or multi-process); return (summary, exit code)."""
+    from accelerate import PartialState
+
+    # Without cpu=True, PartialState ignores a CPU launch (`ACCELERATE_USE_CPU=1 accelerate launch
+    # --multi_gpu`) and every process would score the whole dump as process 0 of 1.
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    state = PartialState(cpu=use_cpu)
+    k, n = state.process_index, state.num_processes
+    output_format(args.output)
+    output = Path(args.output)
+    if args.resume and output.exists() and not any(output.parent.glob(f"{output.name}.part-*.journal")):
+        if state.is_main_process:
+            print(f"{output} is already complete; nothing to resume")
+        return None, EXIT_OK
+    problem = check_start(args, n) if state.is_main_process else None
+    problem = _broadcast(problem, state)
+    if problem:
+        if state.is_main_process:
+            print(f"error: {problem}", file=sys.stderr)
+        return None, EXIT_USAGE
+    device = str(state.device) if n > 1 else args.device
+    if n > 1 and state.device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    clf = Classifier.from_pretrained(args.model, device=device, quantize=args.quantize, dtype=args.dtype,
+                                     batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
+    start = time.time()
+    _, new = score_shard(clf, args, k, n, show_progress=state.is_local_main_process)
+    new_total = _sum_across(new, state)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None, EXIT_OK
+    summary = merge(args, clf, n)
+    summary.seconds, summary.scored_this_run = time.time() - start, new_total
+    write_summary(args, summary)
+    return summary, EXIT_BAD_RECORDS if summary.errors or summary.duplicates else EXIT_OK
+
+
+def _broadcast(value: Any, state: Any) -> Any:
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def _sum_across(value: int, state: Any) -> int:
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import gather_object
+
+    return int(sum(gather_object([value])))
+
+
+def write_summary(args: ScoreArgs, summary: Summary) -> None:
+    output = Path(args.output)
+    info = {**asdict(summary), "articles_per_second": round(summary.per_second, 2), "output": str(output),
+            "errors_file": str(errors_path(output))}
+    path = output.with_name(output.name + ".summary.json")
+    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    print(f"scored {summary.scored} article(s), {summary.errors} error(s), {summary.duplicates} duplicate id(s); "
+          f"{summary.scored_this_run} in this run in {summary.seconds:.1f}s ({summary.per_second:.1f} articles/s)")
+    print(f"output: {output}\nerrors: {errors_path(output)}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
+    p = argparse.ArgumentParser(prog="python -m inference.score", description="Score an article dump.",
+                                epilog="Exit status: 0 all scored, 3 some records in the errors file, 2 usage error.")
+    p.add_argument("--model", required=True, help="a trained model folder (e.g. runs/demo/best)")
+    p.add_argument("--input", required=True, help=".jsonl, .csv or .parquet, optionally .gz")
+    p.add_argument("--output", required=True, help=".jsonl, .csv or .parquet")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--id-field", default="id")
+    p.add_argument("--title-field", default="title", help="'' to ignore titles")
+    p.add_argument("--probs", action="store_true", help="also write every label's probability")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantisation (CPU)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--batch-size", type=int, default=64, help="max windows per forward pass")
+    p.add_argument("--max-batch-tokens", type=int, default=16384, help="max padded tokens per forward pass")
+    p.add_argument("--buffer-size", type=int, default=1024,
+                   help="records read ahead, length-sorted and journalled together (bounds memory)")
+    ns = p.parse_args(argv)
+    values = vars(ns)
+    values["title_field"] = values["title_field"] or None
+    return ScoreArgs(**values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        _, code = run_scoring(args)
+    except (RecordFileError, ModelFolderError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

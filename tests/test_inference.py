@@ -1,0 +1,210 @@
+"""The Classifier API and the batch scorer, with the session's tiny trained model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import inference.score as score
+from inference import Classifier
+from tests.conftest import ROOT, run, seed_records, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained_run: Path) -> Path:
+    return trained_run / "best"
+
+
+@pytest.fixture(scope="module")
+def clf(model_dir: Path) -> Classifier:
+    return Classifier.from_pretrained(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    records = [{"id": r["id"], "title": r["title"], "text": r["text"]} for r in seed_records("test", 40)]
+    return write_jsonl(tmp_path_factory.mktemp("dump") / "dump.jsonl", records)
+
+
+def score_cli(*args: str) -> "subprocess.CompletedProcess":  # noqa: F821
+    return run([sys.executable, "-m", "inference.score", *args])
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_predict_shape_labels_and_scores(clf: Classifier) -> None:
+    out = clf.predict(["اشتباكات عنيفة جنوب طرابلس", {"title": "النفط", "text": "استئناف الإنتاج في حقل الشرارة"}])
+    assert len(out) == 2
+    for row in out:
+        assert set(row) == {"topic", "stance_gna", "stance_haftar"}
+        for task, pred in row.items():
+            assert pred["label"] in clf.labels(task)
+            assert pred["score"] == max(pred["probs"].values())
+            assert sum(pred["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert clf.predict([]) == []
+    assert clf.predict_proba([])["topic"].shape == (0, 5)
+
+
+def test_batching_does_not_change_results(model_dir: Path) -> None:
+    texts = [r["text"] for r in seed_records("dev", 12)] + ["خبر قصير"]
+    wide = Classifier.from_pretrained(model_dir, device="cpu", batch_size=64).predict_proba(texts)
+    narrow = Classifier.from_pretrained(model_dir, device="cpu", batch_size=1, max_batch_tokens=64).predict_proba(texts)
+    for task in wide:
+        np.testing.assert_allclose(wide[task], narrow[task], atol=1e-5)
+
+
+def test_long_article_uses_windows(clf: Classifier) -> None:
+    long_text = " ".join(r["text"] for r in seed_records("train", 6))
+    [windows] = clf.pre.windows(clf.tokenizer, [clf.prepare(long_text)])
+    assert len(windows) == clf.pre.predict_max_windows > 1
+    assert clf.predict([long_text])[0]["topic"]["label"] in clf.labels("topic")
+
+
+def test_empty_text_is_a_clear_error(clf: Classifier) -> None:
+    with pytest.raises(ValueError, match="text #1: text is empty"):
+        clf.predict(["نص", "   \n\t "])
+
+
+def test_int8_quantised_model_agrees_mostly(model_dir: Path, clf: Classifier) -> None:
+    texts = [r["text"] for r in seed_records("dev", 16)]
+    q = Classifier.from_pretrained(model_dir, device="cpu", quantize="int8")
+    a, b = clf.predict(texts), q.predict(texts)
+    agree = np.mean([x["topic"]["label"] == y["topic"]["label"] for x, y in zip(a, b)])
+    assert agree >= 0.8
+
+
+def test_cli_matches_api(model_dir: Path, clf: Classifier, dump: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scores.jsonl"
+    result = score_cli("--model", str(model_dir), "--input", str(dump), "--output", str(out), "--probs")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_jsonl(out)
+    records = read_jsonl(dump)
+    assert [r["id"] for r in rows] == [r["id"] for r in records]
+    api = clf.predict(records)
+    for row, pred in zip(rows, api):
+        for task in clf.task_names:
+            assert row[task] == pred[task]["label"]
+            assert row[f"{task}_score"] == pytest.approx(pred[task]["score"], abs=1e-5)
+            assert set(row[f"{task}_probs"]) == set(clf.labels(task))
+    assert read_jsonl(out.with_name("scores.jsonl.errors.jsonl")) == []
+    assert "articles/s" in result.stdout
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_other_output_formats(model_dir: Path, dump: Path, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"scores.{fmt}"
+    args = score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(out), "--probs"])
+    summary, code = score.run_scoring(args)
+    assert code == 0 and summary.scored == 40
+    if fmt == "csv":
+        with open(out, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = pq.read_table(out).to_pylist()
+    assert [r["id"] for r in rows] == [r["id"] for r in read_jsonl(dump)]
+    assert "topic_prob_military" in rows[0] and "stance_haftar_score" in rows[0]
+
+
+BAD_LINES = [
+    (b'{"id": "x1", "text": "\xd8\xa8\xff"}', "invalid UTF-8"),
+    (b'{"id": "x2", "text": "unterminated', "invalid JSON"),
+    (b'["a", "list"]', "not a JSON object"),
+    (b'{"id": "x3"}', "missing text field 'text'"),
+    (b'{"id": "x4", "text": "   "}', "empty text field 'text'"),
+    (b'{"id": "x5", "text": 42}', "must be a string, got int"),
+    ('{"text": "نص بلا معرف"}'.encode(), "missing id field 'id'"),
+    ('{"id": [1], "text": "نص"}'.encode(), "must be a non-empty string or integer, got list"),
+]
+
+
+def test_each_bad_record_kind_goes_to_the_errors_file(model_dir: Path, tmp_path: Path) -> None:
+    good = [json.dumps({"id": f"g{i}", "text": "خبر عن الاقتصاد الليبي"}, ensure_ascii=False).encode() for i in range(3)]
+    dup = json.dumps({"id": "g0", "text": "نص آخر بالمعرف نفسه"}, ensure_ascii=False).encode()
+    lines = [good[0], *[b for b, _ in BAD_LINES], good[1], dup, good[2]]
+    dump = tmp_path / "bad.jsonl"
+    dump.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out.jsonl"
+    result = score_cli("--model", str(model_dir), "--input", str(dump), "--output", str(out))
+    assert result.returncode == score.EXIT_BAD_RECORDS
+    errors = read_jsonl(tmp_path / "out.jsonl.errors.jsonl")
+    for i, (_, reason) in enumerate(BAD_LINES):
+        assert errors[i]["line"] == i + 2 and reason in errors[i]["reason"], errors[i]
+    assert errors[-1]["id"] == "g0" and "duplicate id (first on line 1)" in errors[-1]["reason"]
+    assert [r["id"] for r in read_jsonl(out)] == ["g0", "g1", "g0", "g2"]  # duplicates reported, not merged
+    assert "8 error(s), 1 duplicate id(s)" in result.stdout
+
+
+def test_resume_after_torn_journal_equals_uninterrupted(model_dir: Path, dump: Path, tmp_path: Path) -> None:
+    full = tmp_path / "full.jsonl"
+    score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(full)]))
+    # An interrupted run: 2 buffers journalled, then a kill tore the third write.
+    out = tmp_path / "part.jsonl"
+    args = score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(out),
+                             "--buffer-size", "8"])
+    clf = Classifier.from_pretrained(model_dir, device="cpu")
+    assert score.check_start(args, 1) is None
+    journal = score.journal_path(out, 0, 1)
+    records = list(score.iter_records(dump))
+    entries = score.score_buffer(records[:16], args, clf)
+    journal.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries) + '{"line": 17, "id"',
+                       encoding="utf-8")
+    refused = score.run_scoring(args)
+    assert refused[1] == score.EXIT_USAGE  # journals exist: --resume required
+    args.resume = True
+    summary, code = score.run_scoring(args)
+    assert code == 0 and summary.scored == 40 and summary.scored_this_run == 24
+    assert out.read_bytes() == full.read_bytes()
+    assert not journal.exists()
+    assert score.run_scoring(args) == (None, 0)  # resuming a finished run is a no-op
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(model_dir: Path, dump: Path, tmp_path: Path) -> None:
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(one)]))
+    accelerate = ROOT / ".venv/bin/accelerate"
+    cmd = [str(accelerate) if accelerate.exists() else "accelerate", "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "inference.score",
+           "--model", str(model_dir), "--input", str(dump), "--output", str(two), "--buffer-size", "7"]
+    result = run(cmd, env={**os.environ, "ACCELERATE_USE_CPU": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(shard" in result.stderr or "scored 40" in result.stdout
+    assert two.read_bytes() == one.read_bytes()
+
+
+def test_memory_is_bounded_by_the_buffer(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20k records stream through: never more than --buffer-size records held between read and journal."""
+    dump = tmp_path / "big.jsonl"
+    with open(dump, "w", encoding="utf-8") as f:
+        for i in range(20_000):
+            f.write(json.dumps({"id": i, "text": f"خبر رقم {i} من طرابلس"}, ensure_ascii=False) + "\n")
+    read, held = {"n": 0}, []
+    real_iter, real_score = score.iter_records, score.score_buffer
+
+    def counting_iter(*a, **k):
+        for rec in real_iter(*a, **k):
+            read["n"] += 1
+            yield rec
+
+    def watching_score(records, *a, **k):
+        held.append(len(records))
+        assert read["n"] - sum(held[:-1]) <= 500
+        return real_score(records, *a, **k)
+
+    monkeypatch.setattr(score, "iter_records", counting_iter)
+    monkeypatch.setattr(score, "score_buffer", watching_score)
+    out = tmp_path / "big-out.jsonl"
+    summary, code = score.run_scoring(score.parse_args(
+        ["--model", str(model_dir), "--input", str(dump), "--output", str(out), "--buffer-size", "500"]))
+    assert code == 0 and summary.scored == 20_000
+    assert max(held) == 500 and sum(held) == 20_000
+    assert sum(1 for _ in open(out, encoding="utf-8")) == 20_000

@@ -1,0 +1,103 @@
+"""The shipped seeds corpus: valid, correctly split, varied enough; and the dump builder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from bench.make_dump import make_dump
+from model.preprocess import Preprocessing
+from model.records import iter_records
+from training.config import load_config
+from training.data import load_labelled
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT / "seeds"
+FILES = ("articles", "train", "dev", "test")
+SPLITS = ("train", "dev", "test")
+LABEL_FIELDS = ("topic", "stance_gna", "stance_haftar", "difficulty", "hard_kind")
+
+
+def read(name: str) -> list[dict]:
+    text = (SEEDS / f"{name}.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def seeds() -> dict[str, list[dict]]:
+    return {name: read(name) for name in FILES}
+
+
+@pytest.fixture(scope="module")
+def make_splits() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("seeds_make_splits", SEEDS / "make_splits.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_record_is_valid_for_the_default_schema(name: str) -> None:
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    articles = load_labelled(str(SEEDS / f"{name}.jsonl"), config.data, config.tasks, Preprocessing())
+    assert len(articles) == len(read(name))
+    assert all(label >= 0 for a in articles for label in a.labels), "every seed article is fully labelled"
+
+
+def test_ids_unique_and_splits_partition_the_corpus(seeds: dict[str, list[dict]]) -> None:
+    ids = [r["id"] for s in SPLITS for r in seeds[s]]
+    assert len(ids) == len(set(ids)), "an id occurs twice across train/dev/test"
+    corpus = {r["id"]: r for r in seeds["articles"]}
+    assert len(corpus) == len(seeds["articles"]), "duplicate id in articles.jsonl"
+    assert set(ids) == set(corpus)
+    for s in SPLITS:
+        for r in seeds[s]:
+            assert r == corpus[r["id"]], f"{s}: {r['id']} differs from articles.jsonl"
+
+
+def test_split_is_reproducible(seeds: dict[str, list[dict]], make_splits: ModuleType) -> None:
+    shipped = {r["id"]: s for s in SPLITS for r in seeds[s]}
+    assert make_splits.split_of(seeds["articles"]) == shipped
+
+
+def test_corpus_is_varied_enough(seeds: dict[str, list[dict]]) -> None:
+    records = seeds["articles"]
+    topics = Counter(r["topic"] for r in records)
+    assert set(topics) == {"military", "politics", "economy", "health", "society"}
+    assert min(topics.values()) >= 60, topics
+    hard = sum(r["difficulty"] == "hard" for r in records)
+    assert hard >= 0.2 * len(records), f"only {hard} hard articles"
+    assert all(r["hard_kind"] for r in records if r["difficulty"] == "hard")
+    long = sum(len(r["text"].split()) > 430 for r in records)  # > 430 words: over 512 tokens, no model needed
+    assert long >= 30, f"only {long} articles over 430 words"
+    for task in ("stance_gna", "stance_haftar"):
+        assert set(Counter(r[task] for r in records)) == {"favor", "against", "none"}
+
+
+def test_make_dump_is_unlabelled_unique_and_deterministic(tmp_path: Path) -> None:
+    first = make_dump(tmp_path / "a.jsonl.gz", 300, seed=7, progress=False)
+    again = make_dump(tmp_path / "b.jsonl.gz", 300, seed=7, progress=False)
+    other = make_dump(tmp_path / "c.jsonl.gz", 300, seed=8, progress=False)
+    assert first.path.read_bytes() == again.path.read_bytes()
+    assert first.path.read_bytes() != other.path.read_bytes()
+    records = [rec.data for rec in iter_records(first.path)]
+    assert len(records) == 300 and all(r is not None for r in records)
+    assert len({r["id"] for r in records}) == 300
+    assert all(set(r) == {"id", "title", "text", "source"} for r in records)
+    assert not any(field in r for r in records for field in LABEL_FIELDS)
+    assert all(r["text"].strip() and r["title"].strip() for r in records)
+    assert first.lengths.count == 300 and first.lengths.min >= first.corpus_lengths.min
+    assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.parquet"])
+def test_make_dump_formats_hold_the_same_articles(tmp_path: Path, name: str) -> None:
+    jsonl = make_dump(tmp_path / "d.jsonl", 50, seed=1, progress=False)
+    other = make_dump(tmp_path / name, 50, seed=1, progress=False)
+    assert [r.data for r in iter_records(other.path)] == [r.data for r in iter_records(jsonl.path)]
