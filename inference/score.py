@@ -11,10 +11,10 @@ Commands::
 
 How it stays exact: each process appends one journal line per input record it
 owns (a score or an error) to ``OUTPUT.part-K-of-N.journal`` and fsyncs after every
-buffer; ``--resume`` drops a torn last line and skips the records already
-journalled. When every shard is done, the main process merges the journals in
-input order into ``OUTPUT`` and ``OUTPUT.errors.jsonl`` (temp file + rename) and
-only then deletes the journals.
+buffer; ``--resume`` drops a torn last line (and the rest of a partly written
+buffer) and skips the records already journalled. When every shard is done, the
+main process merges the journals in input order into ``OUTPUT`` and
+``OUTPUT.errors.jsonl`` (temp file + rename) and only then deletes the journals.
 
 Exit status: 0 all records scored; 3 some records went to the errors file
 (bad JSON/UTF-8, missing or empty text, missing id, duplicate id); 2 usage errors.
@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,16 +89,29 @@ def errors_path(output: Path) -> Path:
     return output.with_name(output.name + ".errors.jsonl")
 
 
-def recover_journal(path: Path) -> int:
-    """Count complete lines in a journal, cutting a torn last line left by a kill."""
+def recover_journal(path: Path, align: int = 1) -> int:
+    """Count complete lines in a journal, cutting a torn last line left by a kill.
+
+    With ``align=B`` (the buffer size) a partly written buffer is cut back too, so
+    the resumed run re-scores those records in the same buffer, hence the same
+    batches, as an uninterrupted run: scores then match to the last digit (padding
+    in a different batch moves float32 results by ~1e-7).
+    """
     if not path.exists():
         return 0
     with open(path, "rb+") as f:
         data = f.read()
         end = data.rfind(b"\n") + 1
+        complete = data.count(b"\n", 0, end)
+        keep = complete - complete % max(1, align)
+        while complete > keep:
+            end = data.rfind(b"\n", 0, end - 1) + 1
+            complete -= 1
         if end != len(data):
             f.truncate(end)
-    return data.count(b"\n", 0, end)
+            f.flush()
+            os.fsync(f.fileno())
+    return complete
 
 
 def read_journal(path: Path) -> Iterator[dict[str, Any]]:
@@ -158,7 +170,7 @@ def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier)
 def score_shard(clf: Classifier, args: ScoreArgs, k: int, n: int, show_progress: bool) -> tuple[int, int]:
     """Score this process's shard into its journal; return (records done before, records done now)."""
     journal = journal_path(Path(args.output), k, n)
-    done = recover_journal(journal)
+    done = recover_journal(journal, align=args.buffer_size)
     bar = tqdm(desc=f"scoring{f' (shard {k + 1}/{n})' if n > 1 else ''}", unit=" art", initial=done,
                disable=not show_progress, dynamic_ncols=True, smoothing=0.1)
     new = 0
@@ -249,6 +261,10 @@ def check_start(args: ScoreArgs, n: int) -> str | None:
     if output.exists() and not args.overwrite:
         return f"{output} exists; pass --overwrite to replace it"
     output.parent.mkdir(parents=True, exist_ok=True)
+    # The (empty) journals mark the run as started before anything else: killed while the
+    # model loads, a --resume must still redo the work, not call a previous output complete.
+    for k in range(n):
+        journal_path(output, k, n).touch()
     tmp = meta_path(output).with_suffix(".tmp")
     tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
     tmp.replace(meta_path(output))

@@ -17,6 +17,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import IO, Any
 
 FORMATS = ("jsonl", "csv", "parquet")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
@@ -102,6 +105,8 @@ class _Selector:
 def _iter_jsonl(path: str | os.PathLike, select: _Selector) -> Iterator[RawRecord]:
     with open_binary(path) as f:
         for line_no, raw in enumerate(f, 1):
+            if line_no == 1 and raw.startswith(_UTF8_BOM):
+                raw = raw[len(_UTF8_BOM):]  # editors on Windows start files with a BOM; the CSV reader drops it too
             if not raw.strip():
                 continue  # blank lines are not records
             if select.take():
@@ -119,8 +124,13 @@ def _decode_json_line(raw: bytes, line_no: int) -> RawRecord:
         return RawRecord(line_no, error=f"invalid JSON: {e.msg} (column {e.colno})")
     except RecursionError:
         return RawRecord(line_no, error="invalid JSON: nested too deeply")
+    except ValueError as e:  # e.g. an integer longer than Python's int_max_str_digits
+        return RawRecord(line_no, error=f"invalid JSON: {str(e).split(':')[0]}")
     if not isinstance(data, dict):
         return RawRecord(line_no, error=f"not a JSON object (got {type(data).__name__})")
+    if _SURROGATE_ESCAPE.search(text) and _has_surrogates(json.dumps(data, ensure_ascii=False)):
+        # "\ud800" is valid JSON but not a character: it cannot be tokenised or written back as UTF-8.
+        return RawRecord(line_no, error="invalid UTF-8: lone surrogate escape (\\ud800-\\udfff) in a string")
     return RawRecord(line_no, data=data)
 
 

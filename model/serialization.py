@@ -148,9 +148,18 @@ def load_model_folder(path: str | os.PathLike) -> tuple[MultiTaskClassifier, Any
     """
     path = check_model_folder(path)
     try:
-        model = MultiTaskClassifier.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+        model, info = MultiTaskClassifier.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
+                                                          output_loading_info=True)
     except Exception as e:  # transformers raises many types for a bad file; name the folder
         raise ModelFolderError(f"{path}: cannot load the model: {e}") from e
+    # A damaged tensor name still parses; transformers would then silently start that tensor
+    # from random values. A folder we wrote holds exactly the model's tensors: anything else is corruption.
+    wrong = {kind: sorted(str(k) for k in info.get(kind) or ())
+             for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if any(wrong.values()):
+        detail = "; ".join(f"{kind.replace('_', ' ')} {names[:3]}{' ...' if len(names) > 3 else ''}"
+                           for kind, names in wrong.items() if names)
+        raise ModelFolderError(f"{path / WEIGHTS_FILE}: corrupt weights: they do not match the model ({detail})")
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     pre = Preprocessing.load(path)
     calibration_path = path / CALIBRATION_FILE

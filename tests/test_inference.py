@@ -33,7 +33,7 @@ def dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("dump") / "dump.jsonl", records)
 
 
-def score_cli(*args: str) -> "subprocess.CompletedProcess":  # noqa: F821
+def score_cli(*args: str) -> subprocess.CompletedProcess:  # noqa: F821
     return run([sys.executable, "-m", "inference.score", *args])
 
 

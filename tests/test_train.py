@@ -61,7 +61,8 @@ def test_two_cpu_processes(small_corpus: dict, tmp_path: Path) -> None:
     cmd = [str(ROOT / ".venv/bin/accelerate") if (ROOT / ".venv/bin/accelerate").exists() else "accelerate",
            "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "-m", "training.train", "--config", "configs/tiny.yaml",
-           *corpus_overrides(small_corpus, out), "train.epochs=1", "train.final_report=false"]
+           *corpus_overrides(small_corpus, out), "train.epochs=1", "train.final_report=false",
+           "train.report_to=[tensorboard]"]
     result = run(cmd, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
@@ -69,3 +70,4 @@ def test_two_cpu_processes(small_corpus: dict, tmp_path: Path) -> None:
     [checkpoint] = list((out / "checkpoints").glob("step_*"))
     assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     Classifier.from_pretrained(out / "best", device="cpu")
+    assert list((out / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs through accelerate's tracker"

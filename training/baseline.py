@@ -86,7 +86,7 @@ class Baseline:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from training.config import ConfigError, load_config
-    from training.data import DataError, load_labelled
+    from training.data import DataError, load_labelled, load_train_split
     from training.train import build_preprocessing
 
     parser = argparse.ArgumentParser(prog="python -m training.baseline", description=__doc__.split("\n\n")[0])
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         pre = build_preprocessing(cfg)
-        train = load_labelled(cfg.data.train_file, cfg.data, cfg.tasks, pre, limit=cfg.data.limit_train)
+        train = load_train_split(cfg.data, cfg.tasks, pre)
         start = time.time()
         baseline = Baseline(cfg.tasks, cfg.train.seed).fit(train)
         print(f"trained on {len(train)} articles in {time.time() - start:.1f}s")

@@ -57,6 +57,8 @@ class DataArgs:
     title_field: str | None = "title"
     id_field: str = "id"
     limit_train: int | None = None  # use only the first N training articles (quick experiments)
+    sample_train: int | None = None  # use a random N of the training articles (after limit_train)
+    sample_seed: int = 0  # seed of that sample (the model and the baseline see the same articles)
 
 
 @dataclass

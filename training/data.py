@@ -10,6 +10,7 @@ file in one pass rather than one crash at a time.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,18 @@ def load_labelled(
     if problems:
         raise DataError(_summarise(path, problems))
     return articles
+
+
+def load_train_split(data: DataArgs, tasks: Sequence[Task], pre: Preprocessing) -> list[Article]:
+    """The training articles as configured: ``limit_train`` first, then a seeded ``sample_train``.
+
+    The model, the baseline and the reports all call this, so they see the same articles.
+    """
+    articles = load_labelled(data.train_file, data, tasks, pre, limit=data.limit_train)
+    if data.sample_train is None or data.sample_train >= len(articles):
+        return articles
+    keep = sorted(random.Random(data.sample_seed).sample(range(len(articles)), data.sample_train))
+    return [articles[i] for i in keep]
 
 
 def _validate(

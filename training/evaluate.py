@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from model.serialization import RUN_CONFIG_FILE
 from training import plots
 from training.baseline import Baseline
 from training.config import DataArgs
-from training.data import Article, DataError, load_labelled
+from training.data import Article, DataError, load_labelled, load_train_split
 from training.metrics import expected_calibration_error, mean_macro_f1, task_metrics
 
 TOP_MISTAKES = 8
@@ -96,7 +97,8 @@ def fit_baseline(clf: Classifier, train_file: str | None, data: DataArgs) -> Bas
     """The TF-IDF baseline trained on ``train_file`` (None when there is no such file)."""
     if not train_file or not Path(train_file).exists():
         return None
-    train = load_labelled(train_file, data, clf.tasks, clf.pre, limit=data.limit_train)
+    split = replace(data, train_file=train_file)
+    train = load_train_split(split, clf.tasks, clf.pre)
     return Baseline(clf.tasks).fit(train)
 
 

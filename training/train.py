@@ -47,7 +47,15 @@ from model.preprocess import Preprocessing, aggregate_windows, default_preproces
 from model.schema import Task, inverse_frequency_weights
 from model.serialization import recover_dir, save_model_folder
 from training.config import ConfigError, RunConfig, load_config
-from training.data import Article, Collator, DataError, label_counts, load_labelled, window_dataset
+from training.data import (
+    Article,
+    Collator,
+    DataError,
+    label_counts,
+    load_labelled,
+    load_train_split,
+    window_dataset,
+)
 from training.metrics import mean_macro_f1, task_metrics
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
@@ -232,7 +240,7 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
     accelerator.wait_for_everyone()
 
     pre = build_preprocessing(cfg)
-    train = load_labelled(cfg.data.train_file, cfg.data, cfg.tasks, pre, limit=cfg.data.limit_train)
+    train = load_train_split(cfg.data, cfg.tasks, pre)
     dev = load_labelled(cfg.data.dev_file, cfg.data, cfg.tasks, pre)
     tasks = with_class_weights(cfg.tasks, train)
     backbone = resolve_backbone_folder(cfg, accelerator, [a.prepared for a in train])
@@ -405,11 +413,19 @@ def _truncate_metrics_after(path: Path, checkpoint: Path) -> None:
     if not path.exists():
         return
     cutoff = checkpoint.stat().st_mtime
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("time", 0) <= cutoff]
+    kept = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip() and _log_time(line) <= cutoff]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     tmp.replace(path)
+
+
+def _log_time(line: str) -> float:
+    """A log line's time; a line torn by a kill mid-write counts as after any checkpoint (dropped)."""
+    try:
+        return float(json.loads(line).get("time", 0))
+    except (ValueError, AttributeError, TypeError):
+        return math.inf
 
 
 def _flat_config(cfg: RunConfig) -> dict[str, Any]:
