@@ -151,12 +151,18 @@ def get_dataloaders(
 
 def epoch_loader(cfg: RunConfig, train_ds: Any, tokenizer: Any, epoch: int) -> DataLoader:
     """A loader over the training windows in an order fixed by (seed, epoch), so a
-    resumed run sees exactly the batches an uninterrupted one would."""
+    resumed run sees exactly the batches an uninterrupted one would.
+
+    Its own generator: starting an iterator draws a seed, and drawn from the global
+    RNG that draw would land at the epoch start in one run and after the restored
+    mid-epoch RNG state in a resumed one, shifting every later dropout mask.
+    """
     return DataLoader(
         train_ds.shuffle(seed=cfg.train.seed + epoch),
         batch_size=cfg.train.batch_size,
         collate_fn=Collator(tokenizer),
         num_workers=cfg.train.num_workers,
+        generator=torch.Generator().manual_seed(cfg.train.seed + epoch),
     )
 
 
@@ -245,6 +251,7 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
     tasks = with_class_weights(cfg.tasks, train)
     backbone = resolve_backbone_folder(cfg, accelerator, [a.prepared for a in train])
     tokenizer = AutoTokenizer.from_pretrained(backbone)
+    set_seed(cfg.train.seed)  # building a tiny backbone draws from the RNG; a reused one does not
     model = MultiTaskClassifier.from_backbone(backbone, tasks, pooling=cfg.model.pooling,
                                               head_dropout=cfg.model.head_dropout)
     trainable = freeze(model, cfg.model.freeze_embeddings, cfg.model.freeze_layers)

@@ -1,0 +1,236 @@
+"""Training throughput and peak memory: nabaa's loop against transformers' ``Trainer``.
+
+Both train the same ``MultiTaskClassifier`` (demo config: embedded e5-small, batch 16,
+max_length 256, fp32, AdamW with nabaa's parameter groups, linear schedule, grad-norm
+clipping 1.0) on the same windows in the same order, for a fixed number of steps.
+
+- ``nabaa``: ``training.train._train_epoch`` itself (the real inner loop) over a loader
+  from ``epoch_loader``, with the model, optimizer and scheduler prepared by accelerate
+  exactly as ``training_function`` does; evaluation and checkpointing are not part of it.
+- ``trainer``: a ``Trainer`` whose ``compute_loss`` calls the same model, with the same
+  collator, optimizer and scheduler objects, sequential sampling over the same shuffled
+  windows, and no evaluation, saving or reporting.
+
+Step times come from an ``optimizer.step`` post-hook (the same instrument for both): the
+intervals between consecutive steps, so the first step (set-up, lazy allocation) is left
+out. Throughput is in real (non-padding) tokens per second.
+
+Peak memory needs a process of its own: ``python -m bench.training_speed --child NAME``
+trains a few steps and prints its own ``VmHWM`` (see ``bench.common.peak_rss_mib``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import bench.common as common
+
+CONTENDERS = ("nabaa", "trainer")
+
+
+@dataclasses.dataclass
+class Setup:
+    cfg: Any
+    tokenizer: Any
+    base_model: Any
+    windows: Any  # the training windows used, in the order both loops see them
+    batch_tokens: list[tuple[int, int]]  # (real, padded) tokens per batch, in step order
+
+
+def build_setup(steps: int) -> Setup:
+    """Demo config, data windowed by nabaa's own functions, one base model to copy."""
+    from transformers import AutoTokenizer
+
+    from model.backbones import resolve_backbone
+    from model.modeling import MultiTaskClassifier
+    from training.data import load_labelled
+    from training.train import build_preprocessing, get_dataloaders, with_class_weights
+
+    cfg = common.demo_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save_every_steps=0, report_to=[]))
+    pre = build_preprocessing(cfg)
+    train = load_labelled(cfg.data.train_file, cfg.data, cfg.tasks, pre)
+    tasks = with_class_weights(cfg.tasks, train)
+    backbone = resolve_backbone(cfg.model.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    train_ds, _ = get_dataloaders(cfg, tokenizer, pre, train, train[:2])
+    bs = cfg.train.batch_size
+    windows = train_ds.select(range(min(len(train_ds), steps * bs)))
+    model = MultiTaskClassifier.from_backbone(backbone, tasks, pooling=cfg.model.pooling,
+                                              head_dropout=cfg.model.head_dropout)
+    # epoch_loader shuffles with (seed + epoch); the Trainer gets that order and samples sequentially.
+    ordered = windows.shuffle(seed=cfg.train.seed)
+    lengths = [len(ids) for ids in ordered["input_ids"]]
+    batch_tokens = [(sum(chunk), len(chunk) * 8 * math.ceil(max(chunk) / 8))
+                    for chunk in (lengths[i:i + bs] for i in range(0, len(lengths), bs))]
+    return Setup(cfg, tokenizer, model, windows, batch_tokens)
+
+
+def _fresh(setup: Setup):
+    from torch.optim import AdamW
+    from transformers import get_linear_schedule_with_warmup
+
+    from training.train import _param_groups, freeze
+
+    cfg = setup.cfg
+    model = copy.deepcopy(setup.base_model)
+    freeze(model, cfg.model.freeze_embeddings, cfg.model.freeze_layers)
+    model.train()
+    steps = len(setup.batch_tokens)
+    optimizer = AdamW(_param_groups(model, cfg), lr=cfg.train.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * steps), steps)
+    return model, optimizer, scheduler
+
+
+def _hook(optimizer, stamps: list[float]) -> None:
+    optimizer.register_step_post_hook(lambda *_: stamps.append(time.perf_counter()))
+
+
+def run_nabaa(setup: Setup) -> list[float]:
+    from accelerate import Accelerator
+
+    from training.train import TrainerState, _train_epoch, epoch_loader, mixed_precision_for
+
+    cfg = setup.cfg
+    model, optimizer, scheduler = _fresh(setup)
+    stamps: list[float] = []
+    _hook(optimizer, stamps)
+    accelerator = Accelerator(mixed_precision=mixed_precision_for("no"),
+                              gradient_accumulation_steps=cfg.train.gradient_accumulation_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    loader = accelerator.prepare(epoch_loader(cfg, setup.windows, setup.tokenizer, 0))
+    with tempfile.TemporaryDirectory(dir=common.OUT) as run_dir:
+        ctx = {"cfg": cfg, "accelerator": accelerator, "run_dir": Path(run_dir)}
+        _train_epoch(model, optimizer, scheduler, loader, TrainerState(), ctx)
+    return stamps
+
+
+def run_trainer(setup: Setup) -> list[float]:
+    from transformers import Trainer, TrainingArguments
+
+    from training.data import Collator
+
+    class MultiTaskTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                        labels=inputs["labels"])
+            return (out.loss, out) if return_outputs else out.loss
+
+    cfg = setup.cfg
+    model, optimizer, scheduler = _fresh(setup)
+    stamps: list[float] = []
+    _hook(optimizer, stamps)
+    with tempfile.TemporaryDirectory(dir=common.OUT) as out_dir:
+        args = TrainingArguments(
+            output_dir=out_dir, per_device_train_batch_size=cfg.train.batch_size,
+            max_steps=len(setup.batch_tokens), max_grad_norm=cfg.train.max_grad_norm,
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+            save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
+            logging_strategy="steps", logging_steps=cfg.train.log_every_steps,
+            use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0, remove_unused_columns=False,
+            train_sampling_strategy="sequential", seed=cfg.train.seed,
+        )
+        trainer = MultiTaskTrainer(model=model, args=args, train_dataset=setup.windows.shuffle(seed=cfg.train.seed),
+                                   data_collator=Collator(setup.tokenizer), optimizers=(optimizer, scheduler))
+        trainer.train()
+    return stamps
+
+
+RUNNERS = {"nabaa": run_nabaa, "trainer": run_trainer}
+
+
+def step_stats(setup: Setup, stamps: list[float]) -> dict[str, Any]:
+    """Per-step seconds for steps 2..n and the tokens those steps trained on."""
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    real = sum(r for r, _ in setup.batch_tokens[1:len(stamps)])
+    padded = sum(p for _, p in setup.batch_tokens[1:len(stamps)])
+    total = stamps[-1] - stamps[0]
+    return {"steps_timed": len(gaps), "step_s": [round(g, 3) for g in gaps], "median_step_s": statistics.median(gaps),
+            "real_tokens": real, "padded_tokens": padded, "seconds": total,
+            "real_tokens_per_s": real / total, "padded_tokens_per_s": padded / total}
+
+
+def peak_rss_child(name: str, steps: int) -> dict[str, Any]:
+    """Train ``steps`` steps in a subprocess; the child's own peak RSS."""
+    cmd = [sys.executable, "-m", "bench.training_speed", "--child", name, "--steps", str(steps)]
+    env = {**os.environ, **common.OFFLINE}
+    proc = subprocess.run(cmd, cwd=common.ROOT, env=env, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed with exit {proc.returncode}: {proc.stderr[-2000:]}")
+    child = json.loads(lines[-1])
+    return {"peak_rss_mib": round(child.pop("peak_rss_mib"), 1), "child": child}
+
+
+def warm_up(setup: Setup) -> None:
+    """One forward/backward of a throw-away copy: first-touch allocation and kernel
+    selection happen here, not in whichever loop happens to run first."""
+    from training.data import Collator
+
+    model, _, _ = _fresh(setup)
+    batch = Collator(setup.tokenizer)([setup.windows[i] for i in range(setup.cfg.train.batch_size)])
+    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss.backward()
+
+
+def run(steps: int, rounds: int, memory_steps: int, log=print) -> dict[str, Any]:
+    setup = build_setup(steps)
+    warm_up(setup)
+    log(f"  training: {steps} steps x {rounds} rounds per contender, batch {setup.cfg.train.batch_size}, "
+        f"max_length {setup.cfg.model.max_length}")
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
+    for r in range(rounds):
+        order = CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]
+        for name in order:
+            stats = step_stats(setup, RUNNERS[name](setup))
+            results[name].append(stats)
+            log(f"    round {r + 1}/{rounds} {name}: {stats['real_tokens_per_s']:.0f} tokens/s "
+                f"(median step {stats['median_step_s']:.2f}s)")
+    rows = {}
+    for name, runs in results.items():
+        tps = statistics.median(x["real_tokens_per_s"] for x in runs)
+        rows[name] = {"real_tokens_per_s": round(tps, 1),
+                      "padded_tokens_per_s": round(statistics.median(x["padded_tokens_per_s"] for x in runs), 1),
+                      "median_step_s": round(statistics.median(x["median_step_s"] for x in runs), 3),
+                      "rounds": [{k: v for k, v in x.items() if k != "step_s"} | {"step_s": x["step_s"]}
+                                 for x in runs]}
+    for name in rows:
+        rows[name]["x_vs_trainer"] = common.ratio(rows[name]["real_tokens_per_s"], rows["trainer"]["real_tokens_per_s"])
+    if memory_steps:
+        for name in CONTENDERS:
+            log(f"    peak memory: {name} ({memory_steps} steps, own process)")
+            rows[name].update(peak_rss_child(name, memory_steps))
+        rows["nabaa"]["rss_vs_trainer"] = common.ratio(rows["nabaa"]["peak_rss_mib"], rows["trainer"]["peak_rss_mib"])
+    return {"steps": steps, "rounds": rounds, "batch_size": setup.cfg.train.batch_size,
+            "max_length": setup.cfg.model.max_length, "memory_steps": memory_steps, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.training_speed")
+    parser.add_argument("--child", choices=CONTENDERS, help="train in this process only (peak-memory run)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.child:
+        setup = build_setup(args.steps)
+        stats = step_stats(setup, RUNNERS[args.child](setup))
+        print(json.dumps({"steps": args.steps, "real_tokens_per_s": round(stats["real_tokens_per_s"], 1),
+                          "peak_rss_mib": common.peak_rss_mib()}))
+        return 0
+    print(json.dumps(run(args.steps, args.rounds, memory_steps=0), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The benchmark harness (bench/): accounting, formulas, docs tables and the memory child.
+
+No timing is asserted anywhere: the machine is shared, and speed is what bench/ reports,
+not what tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import common, run, scoring
+from inference import Classifier
+from tests.conftest import seed_records
+from tests.conftest import run as run_cmd
+
+
+@pytest.fixture(scope="module")
+def clf(trained_run: Path) -> Classifier:
+    return Classifier.from_pretrained(trained_run / "best", device="cpu")
+
+
+def test_flops_formula() -> None:
+    sizes = {"params_nonembedding": 1000, "layers": 2, "hidden": 4}
+    # 2·P·B·L + 4·layers·d·B·L² for one batch of 3 windows of 5 tokens
+    assert scoring.flops([(3, 5)], sizes) == 2 * 1000 * 3 * 5 + 4 * 2 * 4 * 3 * 25
+    assert scoring.flops([], sizes) == 0
+
+
+def test_token_accounting_matches_batching(clf: Classifier) -> None:
+    records = [{"id": r["id"], "title": r["title"], "text": r["text"]} for r in seed_records("dev", 6)]
+    ours = scoring.nabaa_tokens(clf, records)
+    prepared = [clf._prepare(r, i) for i, r in enumerate(records)]
+    windows = [w for article in clf.pre.windows(clf.tokenizer, prepared) for w in article]
+    assert ours["windows"] == len(windows) == sum(b for b, _ in ours["shapes"])
+    assert ours["real_tokens"] == sum(map(len, windows)) <= ours["padded_tokens"]
+    naive = scoring.baseline_tokens(clf.tokenizer, clf.pre, records, pad_to_max=True, passes=1)
+    three = scoring.baseline_tokens(clf.tokenizer, clf.pre, records, pad_to_max=False, passes=3)
+    assert naive["padded_tokens"] == len(records) * clf.pre.max_length
+    assert three["real_tokens"] == 3 * naive["real_tokens"] and three["windows"] == 3 * len(records)
+
+
+def test_one_window_nabaa_equals_naive_loop(trained_run: Path) -> None:
+    records = [{"id": r["id"], "title": r["title"], "text": r["text"]} for r in seed_records("dev", 5)]
+    assert scoring.agreement(trained_run / "best", records)["max_abs_logit_diff_1window_vs_naive"] < 1e-4
+
+
+def test_interleaved_rotates_and_keeps_reported_seconds() -> None:
+    calls: list[str] = []
+
+    def make(name: str, seconds: float | None = None):
+        def contender(work: object) -> dict | None:
+            calls.append(name)
+            return {"seconds": seconds} if seconds is not None else None
+
+        return contender
+
+    timings = common.interleaved({"a": make("a"), "b": make("b", 7.0)}, None, rounds=2, warm=None, log=None)
+    assert calls == ["a", "b", "b", "a"]
+    assert timings["b"].seconds == [7.0, 7.0] and len(timings["a"].seconds) == 2
+
+
+def test_peak_rss_is_read_from_proc() -> None:
+    if not Path("/proc/self/status").exists():
+        pytest.skip("no /proc")
+    assert common.peak_rss_mib() > 1
+
+
+def test_docs_tables_are_rewritten_between_markers(tmp_path: Path) -> None:
+    results = {
+        "machine": {"cpu": "X", "usable_cpus": 2, "logical_cpus": 2, "torch_threads": 2, "torch": "t",
+                    "transformers": "5", "python": "3", "cuda": False, "model": "m", "trained_model": True,
+                    "mode": "quick", "date": "d"},
+        "memory": {"mode": "quick", "date": "d", "torch_threads": 2, "model": "tiny", "sizes": [10, 100],
+                   "ratio": 1.05, "rows": {"10": {"articles": 10, "peak_rss_mib": 100.0, "seconds": 1.0,
+                                                  "articles_per_s": 10.0},
+                                           "100": {"articles": 100, "peak_rss_mib": 105.0, "seconds": 9.0,
+                                                   "articles_per_s": 11.0}}},
+        "gpu": {"skipped": "no CUDA device", "date": "d"},
+    }
+    doc = tmp_path / "b.md"
+    doc.write_text("intro\n<!-- bench:memory:begin -->\nold\n<!-- bench:memory:end -->\nmiddle\n"
+                   "<!-- bench:gpu:begin -->\n<!-- bench:gpu:end -->\n<!-- bench:scoring:begin -->\nkeep\n"
+                   "<!-- bench:scoring:end -->\nend\n", encoding="utf-8")
+    done = run.render_docs(results, doc)
+    text = doc.read_text(encoding="utf-8")
+    assert set(done) == {"memory", "gpu"}
+    assert "old" not in text and "| 100 | 105 |" in text and "**1.05**" in text and "met" in text
+    assert "keep" in text  # no scoring results: that block is left alone
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n")
+    assert "GPU row skipped" in text
+
+
+@pytest.mark.slow
+def test_memory_child_scores_and_reports_peak(trained_run: Path, tmp_path: Path) -> None:
+    dump = tmp_path / "dump.jsonl"
+    dump.write_text("".join(json.dumps({"id": r["id"], "title": r["title"], "text": r["text"]}, ensure_ascii=False)
+                            + "\n" for r in seed_records("test", 12)), encoding="utf-8")
+    out = tmp_path / "scores.jsonl"
+    result = run_cmd([sys.executable, "-m", "bench.memory", "--model", str(trained_run / "best"), "--input",
+                      str(dump), "--output", str(out), "--device", "cpu"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["exit"] == 0 and report["peak_rss_mib"] > 1
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 12
