@@ -403,6 +403,9 @@ def _log(ctx: dict, record: dict[str, Any]) -> None:
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, checkpoint: Path | None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     recover_dir(run_dir / "best")
+    # Temp folders of saves a kill interrupted: never complete, never read; clear them.
+    for leftover in [*run_dir.glob(".best.tmp-*"), *(run_dir / "checkpoints").glob(".tmp_*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
     if not resume and (latest_checkpoint(run_dir) or (run_dir / "metrics.jsonl").exists()):
         raise SystemExit(
             f"{run_dir} already holds a run; pass --resume to continue it, or output_dir=... for a new one"
