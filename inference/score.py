@@ -364,6 +364,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep the output to our own progress bar and summary
     args = parse_args(argv)
     try:
         _, code = run_scoring(args)
