@@ -58,7 +58,7 @@ def run_baseline(size: int | None, extra: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ant_curve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 3000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 3000])
     parser.add_argument("--baseline-sizes", nargs="*", default=None, help="sizes for the baseline; 'all' = full train")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("overrides", nargs="*", help="extra key=value overrides for the model runs")

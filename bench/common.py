@@ -31,7 +31,7 @@ for _key, _value in OFFLINE.items():
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
-TRAINED_CANDIDATES = (ROOT / "runs" / "demo" / "best", Path("/tmp/demo2/best"))
+TRAINED_CANDIDATES = (ROOT / "runs" / "demo" / "best",)
 
 
 # --------------------------------------------------------------------------- machine
@@ -117,12 +117,12 @@ def demo_preprocessing():
 
 
 def trained_model(explicit: str | None = None) -> Path | None:
-    """The trained demo model: ``explicit``, else ``runs/demo/best``, else ``/tmp/demo2/best``
-    (only once calibrated, i.e. finished)."""
+    """The trained demo model: ``explicit``, else ``runs/demo/best`` once training has written
+    it (it has ``training_state.json``)."""
     if explicit:
         return Path(explicit)
     for path in TRAINED_CANDIDATES:
-        if (path / "calibration.json").exists() and (path / "model.safetensors").exists():
+        if (path / "training_state.json").exists() and (path / "model.safetensors").exists():
             return path
     return None
 

@@ -70,10 +70,8 @@ def classifier_contender(clf):
     return run
 
 
-def cli_contender(folder: Path, extra: list[str] | None = None):
+def cli_contender(folder: Path, tmp: Path, extra: list[str] | None = None):
     from inference.score import parse_args, run_scoring
-
-    tmp = Path(tempfile.mkdtemp(prefix="cli-", dir=OUT))
 
     def run(work: Workload) -> dict[str, Any]:
         args = parse_args(["--model", str(folder), "--input", str(work.path), "--output", str(tmp / "scores.jsonl"),
@@ -157,7 +155,7 @@ def nabaa_tokens(clf, records) -> dict[str, Any]:
     """Windows, real tokens and padded tokens nabaa's batching runs (and the batch shapes)."""
     prepared = [clf._prepare(r, i) for i, r in enumerate(records)]
     windows = [w for article in clf.pre.windows(clf.tokenizer, prepared) for w in article]
-    shapes = [(len(b), max(len(windows[i]) for i in b)) for b in clf._batches(windows)]
+    shapes = [(len(b), clf._padded_length(max(len(windows[i]) for i in b))) for b in clf._batches(windows)]
     return {"windows": len(windows), "real_tokens": sum(len(w) for w in windows),
             "padded_tokens": sum(b * L for b, L in shapes), "shapes": shapes}
 
@@ -207,15 +205,16 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
     warm = workload(dump, 4, "scoring-warm")
     shipped = load_classifier(folder)
     one = load_classifier(folder, windows=1)
-    contenders = {
-        "nabaa": classifier_contender(shipped),
-        "nabaa_1window": classifier_contender(one),
-        "nabaa_cli": cli_contender(folder),
-        "pipelines_3x": pipelines_contender(folder),
-        "naive_loop": naive_contender(folder),
-    }
-    log(f"  scoring: {n} articles x {rounds} rounds, {len(contenders)} contenders")
-    timings = interleaved(contenders, work, rounds, warm=warm, log=log)
+    with tempfile.TemporaryDirectory(prefix="cli-", dir=OUT) as tmp:
+        contenders = {
+            "nabaa": classifier_contender(shipped),
+            "nabaa_1window": classifier_contender(one),
+            "nabaa_cli": cli_contender(folder, Path(tmp)),
+            "pipelines_3x": pipelines_contender(folder),
+            "naive_loop": naive_contender(folder),
+        }
+        log(f"  scoring: {n} articles x {rounds} rounds, {len(contenders)} contenders")
+        timings = interleaved(contenders, work, rounds, warm=warm, log=log)
 
     sizes = encoder_flop_model(shipped.model)
     tokens = {

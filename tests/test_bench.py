@@ -14,8 +14,8 @@ import pytest
 
 from bench import common, run, scoring
 from inference import Classifier
-from tests.conftest import seed_records
 from tests.conftest import run as run_cmd
+from tests.conftest import seed_records
 
 
 @pytest.fixture(scope="module")

@@ -65,3 +65,11 @@ def test_missing_column_is_reported(tmp_path: Path) -> None:
 def test_all_problems_listed_at_once(tmp_path: Path) -> None:
     msg = problems(tmp_path, [GOOD, '{"id": "2", "text": ""}', '{"id": "3", "text": "x", "topic": "bad"}'])
     assert "2 problem(s)" in msg and ":2:" in msg and ":3:" in msg
+
+
+def test_skip_invalid_trains_on_the_valid_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(GOOD + '\n{"id": "2", "text": ""}\n', encoding="utf-8")
+    articles = load_labelled(str(path), DataArgs(skip_invalid=True), TASKS, PRE)
+    assert [a.id for a in articles] == ["1"]
+    assert "train.jsonl:2: field 'text': empty text" in capsys.readouterr().err

@@ -58,6 +58,7 @@ class DataArgs:
     id_field: str = "id"
     limit_train: int | None = None  # use only the first N training articles (quick experiments)
     sample_train: int | None = None  # use a random N of the training articles (after limit_train)
+    skip_invalid: bool = False  # report invalid records and train without them, instead of stopping
     sample_seed: int = 0  # seed of that sample (the model and the baseline see the same articles)
 
 

@@ -11,6 +11,7 @@ file in one pass rather than one crash at a time.
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +66,10 @@ def load_labelled(
         problems.insert(0, f"{path}: no record has a label for task(s) {absent}: missing column(s)?")
     if not articles and not problems:
         problems.append(f"{path}: the file has no records")
-    if problems:
+    if problems and data.skip_invalid and articles and not absent:
+        print(f"warning: skipping invalid records (data.skip_invalid=true): {_summarise(path, problems)}",
+              file=sys.stderr)
+    elif problems:
         raise DataError(_summarise(path, problems))
     return articles
 
@@ -140,7 +144,7 @@ def _summarise(path: str, problems: list[str]) -> str:
     shown = problems[:MAX_LISTED_PROBLEMS]
     more = len(problems) - len(shown)
     tail = f"\n  ... and {more} more" if more > 0 else ""
-    return f"{path}: {len(problems)} problem(s) found before training:\n  " + "\n  ".join(shown) + tail
+    return f"{path}: {len(problems)} problem(s) found:\n  " + "\n  ".join(shown) + tail
 
 
 def window_dataset(
