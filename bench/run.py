@@ -38,7 +38,7 @@ SIZES = {
     "quick": {"scoring_articles": 24, "scoring_rounds": 2, "quant_articles": 24, "quant_rounds": 2,
               "memory_sizes": (2_000, 20_000), "train_steps": 3, "train_rounds": 2, "train_memory_steps": 2,
               "gpu_articles": 2_000},
-    "full": {"scoring_articles": 96, "scoring_rounds": 3, "quant_articles": 64, "quant_rounds": 3,
+    "full": {"scoring_articles": 112, "scoring_rounds": 2, "quant_articles": 64, "quant_rounds": 3,
              "memory_sizes": (10_000, 100_000), "train_steps": 8, "train_rounds": 3, "train_memory_steps": 4,
              "gpu_articles": 10_000},
 }

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inference.classifier import Classifier
-from inference.writers import RowWriter, output_format
+from inference.writers import RowWriter, json_line, output_format
 from model.preprocess import EmptyTextError
 from model.records import RawRecord, RecordFileError, iter_records
 from model.serialization import ModelFolderError
@@ -60,7 +60,7 @@ class ScoreArgs:
     dtype: str = "auto"
     batch_size: int = 64
     max_batch_tokens: int = 16384
-    buffer_size: int = 1024
+    buffer_size: int = 256
 
 
 @dataclass
@@ -190,7 +190,7 @@ def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, 
     if not buffer:
         return 0
     entries = score_buffer(buffer, args, clf)
-    out.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+    out.write("".join(json_line(e) for e in entries))
     out.flush()
     os.fsync(out.fileno())  # what is journalled survives a kill; --resume starts after it
     bar.update(len(entries))
@@ -209,15 +209,13 @@ def merge(args: ScoreArgs, clf: Classifier, n: int) -> Summary:
         for entry in _round_robin(readers):
             if "error" in entry:
                 summary.errors += 1
-                errors.write(json.dumps({"line": entry["line"], "id": entry.get("id"), "reason": entry["error"]},
-                                        ensure_ascii=False) + "\n")
+                errors.write(json_line({"line": entry["line"], "id": entry.get("id"), "reason": entry["error"]}))
                 continue
             rid = entry["id"]
             if rid in first_seen:
                 summary.duplicates += 1
-                errors.write(json.dumps({"line": entry["line"], "id": rid, "reason":
-                                         f"duplicate id (first on line {first_seen[rid]}); scored anyway"},
-                                        ensure_ascii=False) + "\n")
+                errors.write(json_line({"line": entry["line"], "id": rid, "reason":
+                                        f"duplicate id (first on line {first_seen[rid]}); scored anyway"}))
             else:
                 first_seen[rid] = entry["line"]
             rows.write(rid, entry["p"])
@@ -355,7 +353,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--batch-size", type=int, default=64, help="max windows per forward pass")
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="max padded tokens per forward pass")
-    p.add_argument("--buffer-size", type=int, default=1024,
+    p.add_argument("--buffer-size", type=int, default=256,
                    help="records read ahead, length-sorted and journalled together (bounds memory)")
     ns = p.parse_args(argv)
     values = vars(ns)

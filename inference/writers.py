@@ -18,6 +18,19 @@ from typing import Any
 from model.schema import Task
 
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+# Characters json.dumps leaves raw but str.splitlines() (and many JSONL readers) treat as line
+# breaks: escaping them keeps one record per physical line for every reader.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_LINE_BREAKS_TABLE = str.maketrans(_LINE_BREAKS)
+
+
+def json_line(value: Any) -> str:
+    """One JSON Lines record: UTF-8 text kept readable, line-breaking characters escaped.
+
+    >>> json_line({"id": "a\u2028b"})
+    '{"id": "a\\u2028b"}\n'
+    """
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS_TABLE) + "\n"
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -72,7 +85,7 @@ class RowWriter:
         row = row_fields(record_id, probs, self.tasks, self.with_probs, nested=self.fmt == "jsonl")
         self.count += 1
         if self.fmt == "jsonl":
-            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._file.write(json_line(row))
         elif self.fmt == "csv":
             self._writer.writerow(row)
         else:

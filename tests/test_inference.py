@@ -208,3 +208,13 @@ def test_memory_is_bounded_by_the_buffer(model_dir: Path, tmp_path: Path, monkey
     assert code == 0 and summary.scored == 20_000
     assert max(held) == 500 and sum(held) == 20_000
     assert sum(1 for _ in open(out, encoding="utf-8")) == 20_000
+
+
+def test_output_keeps_one_record_per_line_for_every_reader(model_dir: Path, tmp_path: Path) -> None:
+    """U+0085 and U+2028 are line breaks to str.splitlines(): the output escapes them."""
+    dump = write_jsonl(tmp_path / "odd.jsonl", [{"id": "a\x85b", "text": "خبر\u2028سطر"}, {"id": "c", "text": "خبر"}])
+    out = tmp_path / "odd-out.jsonl"
+    summary, code = score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump),
+                                                        "--output", str(out)]))
+    assert code == 0
+    assert [json.loads(x)["id"] for x in out.read_text(encoding="utf-8").splitlines()] == ["a\x85b", "c"]
