@@ -53,6 +53,7 @@ def evaluate_folder(
     clf: Classifier | None = None,
     split_name: str | None = None,
     baseline_model: Baseline | None = None,
+    scored: tuple[list[Article], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Score ``data_file`` with the model (and the baseline, if a training file is known);
     write the report into ``out_dir`` and return the metrics."""
@@ -60,8 +61,10 @@ def evaluate_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     clf = clf or Classifier.from_pretrained(model_dir, device="auto")
     data = data or data_args_of(model_dir)
-    articles = load_labelled(data_file, data, clf.tasks, clf.pre)
-    raw = clf.logits_prepared([a.prepared for a in articles])
+    if scored is None:  # (articles, raw logits) of data_file, when the caller already has them
+        articles = load_labelled(data_file, data, clf.tasks, clf.pre)
+        scored = articles, clf.logits_prepared([a.prepared for a in articles])
+    articles, raw = scored
     baseline_train = baseline_train if baseline_train is not None else data.train_file or None
     if baseline_model is None:
         baseline_model = fit_baseline(clf, baseline_train, data)

@@ -24,10 +24,14 @@ from training.evaluate import evaluate_folder, fit_baseline
 from training.metrics import expected_calibration_error
 
 
-def calibrate(clf: Classifier, dev_file: str, cfg: RunConfig) -> dict[str, Any]:
+def score_file(clf: Classifier, path: str, cfg: RunConfig) -> tuple[list, dict[str, np.ndarray]]:
+    """Validated articles of a labelled file and their raw (uncalibrated) article logits."""
+    articles = load_labelled(path, cfg.data, clf.tasks, clf.pre)
+    return articles, clf.logits_prepared([a.prepared for a in articles])
+
+
+def calibrate(clf: Classifier, dev: list, raw: dict[str, np.ndarray], dev_file: str) -> dict[str, Any]:
     """Fit one temperature per task on dev article logits; return ``calibration.json`` content."""
-    dev = load_labelled(dev_file, cfg.data, clf.tasks, clf.pre)
-    raw = clf.logits_prepared([a.prepared for a in dev])
     out = {}
     for column, task in enumerate(clf.tasks):
         keep = np.array([a.labels[column] != IGNORE_INDEX for a in dev], dtype=bool)
@@ -51,8 +55,9 @@ def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any
         print(f"no {best} to finalize (training produced no checkpoint)")
         return {}
     clf = Classifier.from_pretrained(best, device="auto")
+    dev_scored = score_file(clf, cfg.data.dev_file, cfg)  # scored once: calibration and the dev report
     if cfg.train.calibrate:
-        clf.calibration = calibrate(clf, cfg.data.dev_file, cfg)
+        clf.calibration = calibrate(clf, *dev_scored, cfg.data.dev_file)
         _write_atomic(best / CALIBRATION_FILE, json.dumps(clf.calibration, indent=2) + "\n")
     results: dict[str, Any] = {}
     if cfg.train.final_report:
@@ -60,7 +65,8 @@ def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any
         for split, path in (("dev", cfg.data.dev_file), ("test", cfg.data.test_file)):
             if path:
                 results[split] = evaluate_folder(best, path, run_dir / "report" / split, data=cfg.data, clf=clf,
-                                                 split_name=split, baseline_model=baseline)
+                                                 split_name=split, baseline_model=baseline,
+                                                 scored=dev_scored if split == "dev" else None)
                 print(f"{split}: mean macro-F1 {results[split]['mean_macro_f1']:.4f}"
                       + (f" (TF-IDF baseline {results[split]['baseline']['mean_macro_f1']:.4f})"
                          if "baseline" in results[split] else "")
