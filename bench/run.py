@@ -39,7 +39,7 @@ SIZES = {
               "memory_sizes": (2_000, 20_000), "train_steps": 3, "train_rounds": 2, "train_memory_steps": 2,
               "gpu_articles": 2_000},
     "full": {"scoring_articles": 112, "scoring_rounds": 2, "quant_articles": 64, "quant_rounds": 3,
-             "memory_sizes": (10_000, 100_000), "train_steps": 8, "train_rounds": 3, "train_memory_steps": 4,
+             "memory_sizes": (10_000, 100_000), "train_steps": 5, "train_rounds": 2, "train_memory_steps": 3,
              "gpu_articles": 10_000},
 }
 GOALS = {"vs_pipelines": 4.0, "vs_naive": 2.0, "int8_speed": 1.5, "int8_f1_points": 1.0, "memory_ratio": 1.2,
