@@ -1,6 +1,6 @@
 """Peak memory of ``python -m inference.score`` at two dump sizes (one subprocess each).
 
-The scorer streams: it holds one buffer of records (``--buffer-size``, 1024) and the
+The scorer streams: it holds one buffer of records (``--buffer-size``) and the
 batches cut from it, plus, while merging, the set of ids seen (to flag duplicates).
 So peak RSS should hardly move between a 10k and a 100k dump. Each size runs in its own
 process (``python -m bench.memory ARGS``: ``inference.score``'s ``main`` followed by a

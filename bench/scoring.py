@@ -13,6 +13,8 @@ Contenders (same model folder, same articles, same process, interleaved rounds):
   weights and its own head; batch 8 in input order, truncation at ``max_length``.
 - ``naive_loop`` (b): one pass of the multi-task model, input order, every batch padded
   to ``max_length``, fixed batch 8, fp32, ``torch.no_grad``.
+- ``nabaa_bf16`` / ``nabaa_1window_bf16``: the first two with ``dtype="bf16"`` (only where
+  the CPU has bf16 matrix kernels, e.g. AMX or AVX512-BF16); an option, not the default.
 """
 
 from __future__ import annotations
@@ -203,6 +205,8 @@ def agreement(folder: Path, records) -> dict[str, float]:
 def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, Any]:
     work = workload(dump, n, "scoring")
     warm = workload(dump, 4, "scoring-warm")
+    from bench.quant import bf16_kernels
+
     shipped = load_classifier(folder)
     one = load_classifier(folder, windows=1)
     with tempfile.TemporaryDirectory(prefix="cli-", dir=OUT) as tmp:
@@ -213,6 +217,9 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
             "pipelines_3x": pipelines_contender(folder),
             "naive_loop": naive_contender(folder),
         }
+        if bf16_kernels():
+            contenders["nabaa_bf16"] = classifier_contender(load_classifier(folder, dtype="bf16"))
+            contenders["nabaa_1window_bf16"] = classifier_contender(load_classifier(folder, windows=1, dtype="bf16"))
         log(f"  scoring: {n} articles x {rounds} rounds, {len(contenders)} contenders")
         timings = interleaved(contenders, work, rounds, warm=warm, log=log)
 
@@ -223,7 +230,8 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
         "pipelines_3x": baseline_tokens(shipped.tokenizer, shipped.pre, work.records, pad_to_max=False, passes=3),
         "naive_loop": baseline_tokens(shipped.tokenizer, shipped.pre, work.records, pad_to_max=True, passes=1),
     }
-    tokens["nabaa_cli"] = tokens["nabaa"]  # same batching, buffer of 1024 >= n
+    tokens["nabaa_cli"] = tokens["nabaa"]  # the same batching while n <= --buffer-size
+    tokens["nabaa_bf16"], tokens["nabaa_1window_bf16"] = tokens["nabaa"], tokens["nabaa_1window"]
     rows = {}
     for name, t in timings.items():
         tok = tokens[name]
