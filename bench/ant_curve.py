@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from training.baseline import Baseline
 from training.config import load_config
 from training.data import load_labelled, load_train_split
@@ -39,7 +41,10 @@ def run_model(size: int, epochs: int, extra: list[str]) -> dict:
             raise SystemExit(code)
     report = json.loads((out / "report" / "dev" / "metrics.json").read_text(encoding="utf-8"))
     task = report["tasks"]["topic"]
-    return {"size": size, "train_seconds": round(time.time() - start, 1), "dev_macro_f1": task["macro_f1"],
+    resolved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+    settings = {k: resolved["model"][k] for k in ("max_length", "max_windows", "freeze_embeddings", "freeze_layers")}
+    settings |= {k: resolved["train"][k] for k in ("epochs", "batch_size", "learning_rate", "loss_on", "mixed_precision")}
+    return {"size": size, "settings": settings, "train_seconds": round(time.time() - start, 1), "dev_macro_f1": task["macro_f1"],
             "dev_accuracy": task["accuracy"], "per_class_f1": {k: v["f1"] for k, v in task["per_class"].items()},
             "ece": task["ece"], "ece_uncalibrated": task["ece_uncalibrated"], "overrides": overrides}
 

@@ -29,7 +29,7 @@ from bench.scoring import (
     workload,
 )
 
-VARIANTS = {"fp32": {}, "int8": {"quantize": "int8"}, "bf16": {"dtype": "bf16"}}
+VARIANTS = {"fp32": {"dtype": "fp32"}, "int8": {"quantize": "int8"}, "bf16": {"dtype": "bf16"}}
 
 
 def bf16_kernels() -> bool:

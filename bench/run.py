@@ -138,13 +138,13 @@ def table_machine(r: dict[str, Any]) -> list[str]:
 
 
 SCORING_LABELS = {
-    "nabaa": "nabaa `Classifier`, as shipped (≤ {w} windows/article)",
-    "nabaa_1window": "nabaa `Classifier`, 1 window (baselines' truncation)",
-    "nabaa_cli": "nabaa `python -m inference.score` (as shipped)",
+    "nabaa": "nabaa `Classifier`, fp32, ≤ {w} windows/article",
+    "nabaa_1window": "nabaa `Classifier`, fp32, 1 window (baselines' truncation)",
+    "nabaa_cli": "nabaa `python -m inference.score`, as shipped (`--dtype auto`)",
     "pipelines_3x": "(a) 3 × `pipeline(\"text-classification\")`, batch 8",
     "naive_loop": "(b) naive loop, multi-task model, pad to 256, batch 8",
-    "nabaa_bf16": "nabaa `Classifier`, as shipped, `dtype=\"bf16\"` (option)",
-    "nabaa_1window_bf16": "nabaa `Classifier`, 1 window, `dtype=\"bf16\"` (option)",
+    "nabaa_bf16": "nabaa `Classifier`, bf16 (= `auto` on AMX CPUs), ≤ {w} windows/article",
+    "nabaa_1window_bf16": "nabaa `Classifier`, bf16, 1 window",
 }
 
 
@@ -205,14 +205,15 @@ def table_memory(r: dict[str, Any]) -> list[str]:
 
 def table_training(r: dict[str, Any]) -> list[str]:
     t = r["training"]
-    out = [_when(t) + f"; batch {t['batch_size']}, max_length {t['max_length']}, fp32, {t['steps']} steps "
+    out = [_when(t) + f"; batch {t['batch_size']}, max_length {t['max_length']}, fp32 unless named, {t['steps']} steps "
            f"(first one untimed) × {t['rounds']} rounds per loop, interleaved; peak RSS: "
            f"{t['memory_steps']} steps in a process of its own", "",
            "| loop | real tokens/s | median step (s) | × Trainer | peak RSS (MiB) | goal |", "|---|---|---|---|---|---|"]
-    names = {"nabaa": "nabaa (`training.train._train_epoch`)", "trainer": "transformers `Trainer`"}
+    names = {"nabaa": "nabaa (`training.train._train_epoch`)", "trainer": "transformers `Trainer`",
+             "nabaa_bf16": "nabaa, bf16 autocast (= `mixed_precision: auto` on AMX CPUs)"}
     for name, row in t["rows"].items():
         goal = (f"≥{GOALS['training_ratio']:g}×: {_goal(row['x_vs_trainer'], GOALS['training_ratio'])}"
-                if name == "nabaa" else "")
+                if name.startswith("nabaa") else "")
         out.append(f"| {names.get(name, name)} | {row['real_tokens_per_s']:.0f} | {row['median_step_s']:.2f} | "
                    f"{row['x_vs_trainer']:.2f} | {row.get('peak_rss_mib', float('nan')):.0f} | {goal} |")
     return out

@@ -2,19 +2,20 @@
 
 Contenders (same model folder, same articles, same process, interleaved rounds):
 
-- ``nabaa``: :class:`inference.Classifier` as shipped (up to ``predict_max_windows``
+- ``nabaa``: :class:`inference.Classifier` in fp32 (up to ``predict_max_windows``
   windows per article, length-sorted batches under a token budget, dynamic padding).
 - ``nabaa_1window``: the same with ``predict_max_windows=1``, i.e. the baselines'
   truncation (first ``max_length`` tokens only).
-- ``nabaa_cli``: ``python -m inference.score`` in-process (``run_scoring``): reading the
-  file, journal, fsync, merge and writing the output included; model loading excluded.
+- ``nabaa_cli``: ``python -m inference.score`` in-process (``run_scoring``), as shipped
+  (``--dtype auto``: bf16 on AMX CPUs): reading the file, journal, fsync, merge and writing
+  the output included; model loading excluded.
 - ``pipelines_3x`` (a): three ``transformers.pipeline("text-classification")`` models,
   one per task, each a ``BertForSequenceClassification`` holding the same encoder
   weights and its own head; batch 8 in input order, truncation at ``max_length``.
 - ``naive_loop`` (b): one pass of the multi-task model, input order, every batch padded
   to ``max_length``, fixed batch 8, fp32, ``torch.no_grad``.
 - ``nabaa_bf16`` / ``nabaa_1window_bf16``: the first two with ``dtype="bf16"`` (only where
-  the CPU has bf16 matrix kernels, e.g. AMX or AVX512-BF16); an option, not the default.
+  the CPU has bf16 matrix kernels); what ``dtype="auto"`` picks on CPUs with AMX.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def agreement(folder: Path, records) -> dict[str, float]:
     batching): the largest logit difference. Should be float noise (~1e-5)."""
     from model.serialization import load_model_folder
 
-    clf = load_classifier(folder, windows=1)
+    clf = load_classifier(folder, windows=1, dtype="fp32")
     ours = clf.logits(records, calibrated=False)
     model, tokenizer, pre, _ = load_model_folder(folder)
     theirs = naive_logits(model, tokenizer, pre, records)
@@ -207,8 +208,8 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
     warm = workload(dump, 4, "scoring-warm")
     from bench.quant import bf16_kernels
 
-    shipped = load_classifier(folder)
-    one = load_classifier(folder, windows=1)
+    shipped = load_classifier(folder, dtype="fp32")
+    one = load_classifier(folder, windows=1, dtype="fp32")
     with tempfile.TemporaryDirectory(prefix="cli-", dir=OUT) as tmp:
         contenders = {
             "nabaa": classifier_contender(shipped),

@@ -7,6 +7,8 @@ clipping 1.0) on the same windows in the same order, for a fixed number of steps
 - ``nabaa``: ``training.train._train_epoch`` itself (the real inner loop) over a loader
   from ``epoch_loader``, with the model, optimizer and scheduler prepared by accelerate
   exactly as ``training_function`` does; evaluation and checkpointing are not part of it.
+- ``nabaa_bf16``: the same loop with ``mixed_precision="bf16"`` (autocast), what
+  ``train.mixed_precision: auto`` picks on CPUs with AMX; only where bf16 kernels exist.
 - ``trainer``: a ``Trainer`` whose ``compute_loss`` calls the same model, with the same
   collator, optimizer and scheduler objects, sequential sampling over the same shuffled
   windows, and no evaluation, saving or reporting.
@@ -37,7 +39,7 @@ from typing import Any
 
 import bench.common as common
 
-CONTENDERS = ("nabaa", "trainer")
+CONTENDERS = ("nabaa", "trainer", "nabaa_bf16")  # the last only where the CPU has bf16 kernels
 
 
 @dataclasses.dataclass
@@ -59,7 +61,11 @@ def build_setup(steps: int) -> Setup:
     from training.train import build_preprocessing, get_dataloaders, with_class_weights
 
     cfg = common.demo_config()
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save_every_steps=0, report_to=[]))
+    # Like for like with the Trainer: batches of 16 windows, every layer trained (the demo
+    # config itself freezes half the encoder and batches articles).
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, freeze_embeddings=False, freeze_layers=0),
+        train=dataclasses.replace(cfg.train, save_every_steps=0, report_to=[], loss_on="window", batch_size=16))
     pre = build_preprocessing(cfg)
     train = load_labelled(cfg.data.train_file, cfg.data, cfg.tasks, pre)
     tasks = with_class_weights(cfg.tasks, train)
@@ -98,7 +104,7 @@ def _hook(optimizer, stamps: list[float]) -> None:
     optimizer.register_step_post_hook(lambda *_: stamps.append(time.perf_counter()))
 
 
-def run_nabaa(setup: Setup) -> list[float]:
+def run_nabaa(setup: Setup, precision: str = "no") -> list[float]:
     from accelerate import Accelerator
 
     from training.train import TrainerState, _train_epoch, epoch_loader, mixed_precision_for
@@ -107,7 +113,7 @@ def run_nabaa(setup: Setup) -> list[float]:
     model, optimizer, scheduler = _fresh(setup)
     stamps: list[float] = []
     _hook(optimizer, stamps)
-    accelerator = Accelerator(mixed_precision=mixed_precision_for("no"),
+    accelerator = Accelerator(mixed_precision=mixed_precision_for(precision),
                               gradient_accumulation_steps=cfg.train.gradient_accumulation_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loader = accelerator.prepare(epoch_loader(cfg, setup.windows, setup.tokenizer, 0))
@@ -148,7 +154,14 @@ def run_trainer(setup: Setup) -> list[float]:
     return stamps
 
 
-RUNNERS = {"nabaa": run_nabaa, "trainer": run_trainer}
+RUNNERS = {"nabaa": run_nabaa, "trainer": run_trainer,
+           "nabaa_bf16": lambda setup: run_nabaa(setup, precision="bf16")}
+
+
+def contenders() -> tuple[str, ...]:
+    from bench.quant import bf16_kernels
+
+    return CONTENDERS if bf16_kernels() else CONTENDERS[:2]
 
 
 def step_stats(setup: Setup, stamps: list[float]) -> dict[str, Any]:
@@ -189,9 +202,10 @@ def run(steps: int, rounds: int, memory_steps: int, log=print) -> dict[str, Any]
     warm_up(setup)
     log(f"  training: {steps} steps x {rounds} rounds per contender, batch {setup.cfg.train.batch_size}, "
         f"max_length {setup.cfg.model.max_length}")
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
+    names = contenders()
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(rounds):
-        order = CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]
+        order = names if r % 2 == 0 else names[::-1]
         for name in order:
             stats = step_stats(setup, RUNNERS[name](setup))
             results[name].append(stats)
@@ -208,7 +222,7 @@ def run(steps: int, rounds: int, memory_steps: int, log=print) -> dict[str, Any]
     for name in rows:
         rows[name]["x_vs_trainer"] = common.ratio(rows[name]["real_tokens_per_s"], rows["trainer"]["real_tokens_per_s"])
     if memory_steps:
-        for name in CONTENDERS:
+        for name in names:
             log(f"    peak memory: {name} ({memory_steps} steps, own process)")
             rows[name].update(peak_rss_child(name, memory_steps))
         rows["nabaa"]["rss_vs_trainer"] = common.ratio(rows["nabaa"]["peak_rss_mib"], rows["trainer"]["peak_rss_mib"])

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.hardware import auto_uses_bf16
 from model.modeling import MultiTaskClassifier
 from model.preprocess import EmptyTextError, Preprocessing, aggregate_windows
 from model.schema import Task
@@ -72,7 +73,8 @@ class Classifier:
 
         - ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (CUDA when present).
         - ``quantize``: ``None`` or ``"int8"`` (dynamic int8 Linear layers; CPU only).
-        - ``dtype``: ``"auto"`` (bf16 on a bf16-capable GPU, else fp32), ``"fp32"``, ``"bf16"``.
+        - ``dtype``: ``"auto"`` (bf16 on a bf16-capable GPU or an AMX CPU, else fp32; see
+          :mod:`model.hardware`), ``"fp32"``, ``"bf16"``.
         - ``batch_size`` / ``max_batch_tokens``: at most this many windows, and this many
           padded tokens, per forward pass.
         """
@@ -221,8 +223,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
-        on_gpu = str(device).startswith("cuda")
-        return torch.bfloat16 if on_gpu and torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if auto_uses_bf16(device) else torch.float32
     table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if dtype not in table:
         raise ValueError(f"dtype must be one of auto, fp32, bf16; got {dtype!r}")

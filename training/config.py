@@ -74,7 +74,10 @@ class TrainArgs:
     warmup_ratio: float = 0.1
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"  # auto (bf16 on a bf16 GPU, else no) | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto (bf16 on a bf16 GPU or an AMX CPU, else no) | no | bf16 | fp16
+    # article: batch_size articles per batch, loss on their window logits aggregated the way
+    # predictions are (model.aggregation); window: batch_size windows, each with its article's labels
+    loss_on: str = "article"
     seed: int = 42
     patience: int = 2  # epochs without dev improvement before stopping
     save_every_steps: int = 0  # 0 = checkpoint at the end of each epoch only
@@ -241,6 +244,7 @@ def _check_choices(cfg: RunConfig, where: str) -> None:
         ("model", "aggregation"): ("mean", "max", "first"),
         ("model", "normalizer"): ("auto", "none", "arabert_v02"),
         ("train", "mixed_precision"): ("auto", "no", "bf16", "fp16"),
+        ("train", "loss_on"): ("article", "window"),
     }
     for (section, attr), allowed in choices.items():
         value = getattr(getattr(cfg, section), attr)

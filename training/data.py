@@ -151,6 +151,24 @@ def window_dataset(
     articles: Sequence[Article], tokenizer: Any, pre: Preprocessing, training: bool
 ) -> Dataset:
     """One row per window: ``input_ids``, the article's ``labels`` and its index ``article``."""
+    rows = article_dataset(articles, tokenizer, pre, training)
+
+    def explode(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"input_ids": [], "labels": [], "article": []}
+        for windows, labels, index in zip(batch["windows"], batch["labels"], batch["article"]):
+            for ids in windows:
+                out["input_ids"].append(ids)
+                out["labels"].append(labels)
+                out["article"].append(index)
+        return out
+
+    return rows.map(explode, batched=True, remove_columns=rows.column_names, desc="windows")
+
+
+def article_dataset(
+    articles: Sequence[Article], tokenizer: Any, pre: Preprocessing, training: bool
+) -> Dataset:
+    """One row per article: its ``windows`` (token-id lists), ``labels`` and index ``article``."""
     base = Dataset.from_dict(
         {
             "prepared": [a.prepared for a in articles],
@@ -159,36 +177,39 @@ def window_dataset(
         }
     )
 
-    def explode(batch: dict[str, list]) -> dict[str, list]:
-        out: dict[str, list] = {"input_ids": [], "labels": [], "article": []}
-        for windows, labels, index in zip(
-            pre.windows(tokenizer, batch["prepared"], training=training), batch["labels"], batch["article"]
-        ):
-            for ids in windows:
-                out["input_ids"].append(ids)
-                out["labels"].append(labels)
-                out["article"].append(index)
-        return out
+    def tokenise(batch: dict[str, list]) -> dict[str, list]:
+        return {"windows": pre.windows(tokenizer, batch["prepared"], training=training)}
 
-    return base.map(explode, batched=True, remove_columns=base.column_names, desc="windowing")
+    return base.map(tokenise, batched=True, remove_columns=["prepared"], desc="windowing")
 
 
 class Collator:
-    """Pads a batch of windows dynamically (to a multiple of 8 for tensor cores)."""
+    """Pads a batch dynamically (to a multiple of 8 for tensor cores).
+
+    Rows are windows (``input_ids``) or whole articles (``windows``); an article batch is
+    flattened to its windows, with ``window_article`` mapping each window to its row so the
+    loss can be taken on article logits.
+    """
 
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        padded = self.tokenizer.pad(
-            {"input_ids": [r["input_ids"] for r in rows]}, pad_to_multiple_of=8, return_tensors="pt"
-        )
-        return {
+        if "windows" in rows[0]:
+            ids = [w for r in rows for w in r["windows"]]
+            owner = [i for i, r in enumerate(rows) for _ in r["windows"]]
+        else:
+            ids, owner = [r["input_ids"] for r in rows], None
+        padded = self.tokenizer.pad({"input_ids": ids}, pad_to_multiple_of=8, return_tensors="pt")
+        batch = {
             "input_ids": padded["input_ids"],
             "attention_mask": padded["attention_mask"],
             "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
             "article": torch.tensor([r["article"] for r in rows], dtype=torch.long),
         }
+        if owner is not None:
+            batch["window_article"] = torch.tensor(owner, dtype=torch.long)
+        return batch
 
 
 def label_counts(articles: Sequence[Article], tasks: Sequence[Task]) -> dict[str, list[int]]:

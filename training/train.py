@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
+from model.hardware import auto_uses_bf16
 from model.modeling import IGNORE_INDEX, MultiTaskClassifier
 from model.preprocess import Preprocessing, aggregate_windows, default_preprocessing
 from model.schema import Task, inverse_frequency_weights
@@ -51,6 +52,7 @@ from training.data import (
     Article,
     Collator,
     DataError,
+    article_dataset,
     label_counts,
     load_labelled,
     load_train_split,
@@ -84,10 +86,11 @@ class TrainerState:
 
 # --------------------------------------------------------------------------- setup
 def mixed_precision_for(setting: str) -> str:
-    """``auto`` → bf16 on a GPU that supports it, else full precision."""
+    """``auto`` → bf16 on a GPU that supports it or on a CPU with AMX, else full precision."""
     if setting != "auto":
         return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    on_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return "bf16" if auto_uses_bf16("cpu" if on_cpu else "cuda") else "no"
 
 
 def resolve_backbone_folder(cfg: RunConfig, accelerator: Accelerator, train_texts: Sequence[str]) -> str:
@@ -140,9 +143,11 @@ def with_class_weights(tasks: Sequence[Task], train: Sequence[Article]) -> list[
 def get_dataloaders(
     cfg: RunConfig, tokenizer: Any, pre: Preprocessing, train: Sequence[Article], dev: Sequence[Article]
 ) -> tuple[Any, DataLoader]:
-    """The training windows (shuffled per epoch by the caller) and a dev loader."""
+    """The training rows (articles or windows, per ``train.loss_on``; shuffled per epoch by
+    the caller) and a dev loader over windows."""
     collate = Collator(tokenizer)
-    train_ds = window_dataset(train, tokenizer, pre, training=True)
+    rows = article_dataset if cfg.train.loss_on == "article" else window_dataset
+    train_ds = rows(train, tokenizer, pre, training=True)
     dev_ds = window_dataset(dev, tokenizer, pre, training=False)
     dev_dl = DataLoader(dev_ds, batch_size=cfg.train.eval_batch_size, collate_fn=collate,
                         num_workers=cfg.train.num_workers)
@@ -182,7 +187,7 @@ def evaluate(
         for name in logits:
             logits[name].append(gathered[0][name].cpu())
         index.append(gathered[1].cpu())
-    model.train()
+    train_mode(model)
     article_index = torch.cat(index)
     results = {}
     for column, task in enumerate(tasks):
@@ -269,7 +274,7 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
         accelerator.print(f"resumed from {checkpoint} (epoch {state.epoch + 1}, batch {state.batches_done})")
     if accelerator.is_main_process:
         accelerator.print(
-            f"{len(train)} train / {len(dev)} dev articles, {len(train_ds)} training windows, "
+            f"{len(train)} train / {len(dev)} dev articles, loss on {cfg.train.loss_on}s, "
             f"{trainable / 1e6:.1f}M trainable parameters, "
             f"{accelerator.num_processes} process(es), mixed precision {accelerator.mixed_precision}"
         )
@@ -317,19 +322,19 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state:
     skipped = accelerator.skip_first_batches(loader, state.batches_done) if state.batches_done else loader
     bar = tqdm(total=len(loader), initial=state.batches_done, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}",
                disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    model.train()
+    train_mode(model)
     running, seen = 0.0, 0
     for batch in skipped:
         with accelerator.accumulate(model):
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-            accelerator.backward(out.loss)
+            loss = batch_loss(model, batch, ctx)
+            accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
         state.batches_done += 1
-        running, seen = running + out.loss.item(), seen + 1
+        running, seen = running + loss.item(), seen + 1
         bar.update(1)
         if accelerator.sync_gradients:
             state.optimizer_steps += 1
@@ -343,6 +348,28 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state:
             if every and state.optimizer_steps % every == 0 and state.batches_done < len(loader):
                 save_checkpoint(accelerator, ctx["run_dir"], state, cfg.train.keep_checkpoints)
     bar.close()
+
+
+def batch_loss(model: Any, batch: dict[str, torch.Tensor], ctx: dict) -> torch.Tensor:
+    """Window batches: the model's own loss. Article batches: window logits are first
+    aggregated per article exactly as at prediction time, so training optimises the
+    scores users get (a window without the article's stance cues is not pushed to fake one)."""
+    if "window_article" not in batch:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    n_articles, method = len(batch["labels"]), ctx["pre"].aggregation
+    logits = {name: aggregate_windows(v, batch["window_article"], n_articles, method) for name, v in out.logits.items()}
+    return ctx["accelerator"].unwrap_model(model).loss(logits, batch["labels"])
+
+
+def train_mode(model: Any) -> None:
+    """``model.train()``, except frozen parts stay in eval mode: their dropout would only
+    add noise to features that cannot adapt to it."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=True))
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
 
 
 def _end_epoch(model: Any, state: TrainerState, ctx: dict) -> None:
