@@ -5,7 +5,7 @@
 For each size N it trains ``configs/ant.yaml`` on a seeded random N of the ANT train split
 (``data.sample_train=N``; the run goes to ``runs/ant-N``), evaluates on dev, and trains the
 TF-IDF + logistic-regression baseline on the same N articles. Results go to
-``bench/out/ant_curve.json``; ``docs/results.md`` quotes them. The ANT text is never copied
+``bench/out/ant_curve.json`` and the plot ``docs/img/ant_curve.png``; ``docs/results.md`` quotes them. The ANT text is never copied
 into the project: only scores are written.
 """
 
@@ -28,6 +28,7 @@ from training.train import build_preprocessing
 from training.train import main as train_main
 
 OUT = Path("bench/out/ant_curve.json")
+PLOT = Path("docs/img/ant_curve.png")
 
 
 def run_model(size: int, epochs: int, extra: list[str]) -> dict:
@@ -81,7 +82,17 @@ def main(argv: list[str] | None = None) -> int:
         results["baseline"][str(row["size"])] = row
         print(json.dumps(row))
         _save(results)
+    print(f"learning curve: {plot(results)}")
     return 0
+
+
+def plot(results: dict) -> Path:
+    """``docs/img/ant_curve.png`` from the results file (only scores, no ANT text)."""
+    from training.plots import learning_curve_png
+
+    curves = {"E5-small fine-tuned": {int(k): v["dev_macro_f1"] for k, v in results["model"].items()},
+              "TF-IDF + LR": {int(k): v["dev_macro_f1"] for k, v in results["baseline"].items()}}
+    return learning_curve_png(PLOT, curves, goal=0.88, title="ANT dev macro-F1 (6 topics)")
 
 
 def _save(results: dict) -> None:

@@ -90,6 +90,23 @@ def curves_png(path: Path, metrics_jsonl: Path) -> Path | None:
     return _save(fig, path)
 
 
+def learning_curve_png(path: Path, curves: dict[str, dict[int, float]], goal: float | None, title: str) -> Path:
+    """Dev macro-F1 against training examples (log scale), one line per system."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, points in curves.items():
+        sizes = sorted(points)
+        ax.plot(sizes, [points[n] for n in sizes], marker="o", label=name)
+    if goal is not None:
+        ax.axhline(goal, color="grey", ls="--", lw=1, label=f"goal {goal:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training articles")
+    ax.set_ylabel("dev macro-F1")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def _save(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
