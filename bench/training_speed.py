@@ -106,6 +106,7 @@ def _hook(optimizer, stamps: list[float]) -> None:
 
 def run_nabaa(setup: Setup, precision: str = "no") -> list[float]:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
     from training.train import TrainerState, _train_epoch, epoch_loader, mixed_precision_for
 
@@ -113,6 +114,8 @@ def run_nabaa(setup: Setup, precision: str = "no") -> list[float]:
     model, optimizer, scheduler = _fresh(setup)
     stamps: list[float] = []
     _hook(optimizer, stamps)
+    # accelerate keeps one process-wide state; contenders with another precision need a fresh one.
+    AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(mixed_precision=mixed_precision_for(precision),
                               gradient_accumulation_steps=cfg.train.gradient_accumulation_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
