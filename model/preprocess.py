@@ -41,7 +41,7 @@ class Preprocessing:
     - ``normalizer``: a name in :data:`model.arabic.NORMALIZERS` (``arabert_v02`` for AraBERT).
     - ``text_prefix``: prepended after normalisation (``"passage: "`` for E5 encoders).
     - ``max_length`` / ``stride``: window size in tokens (specials included) and overlap.
-    - ``max_windows``: windows per article used in training (each with the article's labels).
+    - ``max_windows``: windows per article used in training.
     - ``predict_max_windows``: windows per article in evaluation and inference.
     - ``aggregation``: how window logits become article logits (``mean``, ``max``, ``first``).
     """
