@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
@@ -89,7 +89,7 @@ def mixed_precision_for(setting: str) -> str:
     """``auto`` → bf16 on a GPU that supports it or on a CPU with AMX, else full precision."""
     if setting != "auto":
         return setting
-    on_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    on_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
     return "bf16" if auto_uses_bf16("cpu" if on_cpu else "cuda") else "no"
 
 
