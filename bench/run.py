@@ -170,6 +170,10 @@ def table_scoring(r: dict[str, Any]) -> list[str]:
     return out
 
 
+QUANT_LABELS = {"int8": "int8 (`quantize=\"int8\"`: outlier channels in fp32)",
+                "int8_plain": "int8, torch's plain `quantize_dynamic` (no outlier handling)"}
+
+
 def table_quant(r: dict[str, Any]) -> list[str]:
     q = r["quant"]
     note = "" if q["trained_model"] else " — **untrained model: F1 meaningless, agreement only**"
@@ -183,7 +187,7 @@ def table_quant(r: dict[str, Any]) -> list[str]:
             goal = (f"≥{GOALS['int8_speed']:g}×: {_goal(row['x_vs_fp32'], GOALS['int8_speed'])}; "
                     f"≤{GOALS['int8_f1_points']:g} point lost: "
                     f"{_goal(-row['f1_points_vs_fp32'], GOALS['int8_f1_points'], higher=False)}")
-        out.append(f"| {name} | {row['articles_per_s']:.2f} | {row['x_vs_fp32']:.2f} | {row['mean_macro_f1']:.4f} | "
+        out.append(f"| {QUANT_LABELS.get(name, name)} | {row['articles_per_s']:.2f} | {row['x_vs_fp32']:.2f} | {row['mean_macro_f1']:.4f} | "
                    f"{row['f1_points_vs_fp32']:+.2f} | {100 * row['label_agreement_with_fp32']:.1f}% | {goal} |")
     out += ["", f"bf16 kernels (oneDNN) available: {'yes' if q['bf16_kernels'] else 'no'}; "
                 f"quantized engine: `{q['quantized_engine']}`."]

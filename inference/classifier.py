@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.hardware import auto_uses_bf16
+from inference.quantize import quantize_int8
+from model.hardware import auto_uses_bf16, keep_freed_memory
 from model.modeling import MultiTaskClassifier
 from model.preprocess import EmptyTextError, Preprocessing, aggregate_windows
 from model.schema import Task
@@ -72,7 +73,8 @@ class Classifier:
         """Load a model folder written by training.
 
         - ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (CUDA when present).
-        - ``quantize``: ``None`` or ``"int8"`` (dynamic int8 Linear layers; CPU only).
+        - ``quantize``: ``None`` or ``"int8"`` (dynamic int8 Linear layers, outlier channels in
+          fp32; CPU only; see :mod:`inference.quantize`).
         - ``dtype``: ``"auto"`` (bf16 on a bf16-capable GPU or an AMX CPU, else fp32; see
           :mod:`model.hardware`), ``"fp32"``, ``"bf16"``.
         - ``batch_size`` / ``max_batch_tokens``: at most this many windows, and this many
@@ -80,13 +82,15 @@ class Classifier:
         """
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if str(device).startswith("cpu"):
+            keep_freed_memory()
         model, tokenizer, pre, calibration = load_model_folder(path)
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
         if quantize == "int8":
             if not str(device).startswith("cpu"):
                 raise ValueError("int8 dynamic quantisation runs on CPU only; use dtype='bf16' on GPU")
-            model = _quantize_int8(model)
+            model = quantize_int8(model)
         torch_dtype = _resolve_dtype(dtype, device)
         if quantize is None:
             model = model.to(device=device, dtype=torch_dtype)
@@ -228,18 +232,3 @@ def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype not in table:
         raise ValueError(f"dtype must be one of auto, fp32, bf16; got {dtype!r}")
     return table[dtype]
-
-
-def _quantize_int8(model: MultiTaskClassifier) -> MultiTaskClassifier:
-    """Dynamic int8 quantisation of the Linear layers (weights int8 with one scale per output
-    channel, activations quantised on the fly). Per-channel weight scales keep the demo model
-    within 1 point of fp32 mean macro-F1 on seeds/test (one scale per matrix lost 4 points);
-    see docs/benchmarks.md for the speed (about 1.4x on a 2-core CPU: GELU, layer norms and
-    attention stay fp32)."""
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's deprecation notice about quantized tensor creation
-        return quantize_dynamic(model.float(), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)

@@ -10,7 +10,9 @@ so ``auto`` precision settings pick bf16 there as they do on bf16 GPUs.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 import torch
 
@@ -18,14 +20,52 @@ import torch
 ENV_SWITCH = "NABAA_CPU_BF16"
 
 
+# Set to 0 to leave glibc's allocator as it is (see keep_freed_memory).
+MALLOC_SWITCH = "NABAA_KEEP_FREED_MEMORY"
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, from glibc's malloc.h
+
+
+def cpu_has_amx() -> bool:
+    """True when the CPU has Intel AMX tiles (bf16 and int8 matrix units)."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without this probe: assume no
+        return False
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has AMX tiles and AVX-512 bf16 (and ``NABAA_CPU_BF16`` is not ``0``)."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return False
     try:
-        return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported())
-    except AttributeError:  # a torch without these probes: assume no
+        return cpu_has_amx() and bool(torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:
         return False
+
+
+def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
+    """Ask glibc to keep freed memory for reuse instead of returning it to the system.
+
+    By default glibc gives every allocation above 32 MiB its own fresh pages and unmaps them on
+    free, so each large activation of an encoder forward pass (100 MB for one feed-forward
+    layer of a full batch) is page-faulted in again, zeroed by the kernel, and thrown away.
+    Keeping the freed memory (up to ``trim_threshold`` bytes of free heap) made CPU scoring
+    ~15 % faster in fp32 and int8 scoring ~20 % faster (docs/benchmarks.md), for a higher
+    resident size (the peak stays resident). Called by ``Classifier.from_pretrained`` on CPU;
+    process-wide and idempotent. Returns whether the setting took effect: False
+    off glibc Linux or when ``NABAA_KEEP_FREED_MEMORY=0``.
+
+    >>> isinstance(keep_freed_memory(), bool)
+    True
+    """
+    if os.environ.get(MALLOC_SWITCH, "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only (mallopt elsewhere differs)
+    except (OSError, AttributeError):
+        return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
 def auto_uses_bf16(device: str | torch.device) -> bool:

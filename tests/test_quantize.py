@@ -1,0 +1,93 @@
+"""int8 with outlier channels in fp32 (inference/quantize.py) and the allocator setting that
+scoring relies on (model/hardware.py: keep_freed_memory)."""
+
+from __future__ import annotations
+
+import resource
+import warnings
+
+import pytest
+import torch
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+from inference.quantize import OUTLIER_THRESHOLD, OutlierInt8Linear, quantize_int8
+from model.hardware import keep_freed_memory
+
+
+def linear_and_input(outlier: float = 60.0) -> tuple[torch.nn.Linear, torch.Tensor]:
+    """A layer and a batch shaped like BERT's "massive activations": one channel far above the
+    rest on a few tokens."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    x = torch.randn(4, 50, 64)
+    x[0, 0, 5] = outlier
+    x[2, 17, 5] = -outlier
+    return layer, x
+
+
+def relative_error(y: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((y - reference).norm() / reference.norm())
+
+
+def test_outlier_channel_keeps_int8_close_to_fp32() -> None:
+    layer, x = linear_and_input()
+    with torch.no_grad():
+        exact = layer(x)
+        ours = OutlierInt8Linear(layer)(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plain = quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear: per_channel_dynamic_qconfig})(x)
+    # One value of 60 sets plain int8's scale for the whole batch; ours keeps it out.
+    assert relative_error(ours, exact) < 0.02
+    assert relative_error(plain, exact) > 3 * relative_error(ours, exact)
+
+
+def test_input_is_left_exactly_as_it_was() -> None:
+    """The residual branch reuses a Linear's input: the in-place trick must leave no trace."""
+    layer, x = linear_and_input()
+    before = x.clone()
+    module = OutlierInt8Linear(layer)
+    with torch.no_grad():
+        module(x)
+        module(x)  # second call takes the known-channel path
+    assert torch.equal(x, before)
+
+
+def test_layer_remembers_its_outlier_channels() -> None:
+    layer, x = linear_and_input()
+    module = OutlierInt8Linear(layer)
+    with torch.no_grad():
+        first = module(x)
+        assert module.outliers.tolist() == [5]
+        again = module(x)
+        ordinary = module(torch.randn(3, 64).clamp(-OUTLIER_THRESHOLD, OUTLIER_THRESHOLD))
+    assert torch.allclose(first, again, atol=1e-5)
+    assert ordinary.shape == (3, 32)
+
+
+def test_quantize_int8_replaces_every_linear_and_leaves_the_original() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
+    q = quantize_int8(model)
+    assert [type(m).__name__ for m in q] == ["OutlierInt8Linear", "GELU", "OutlierInt8Linear"]
+    assert all(isinstance(m, (torch.nn.Linear, torch.nn.GELU)) for m in model)
+
+
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def test_keep_freed_memory_reuses_pages_for_large_tensors() -> None:
+    if not keep_freed_memory():
+        pytest.skip("not glibc Linux")
+    pages = (64 << 20) // resource.getpagesize()
+    torch.empty(64 << 20, dtype=torch.uint8).fill_(1)  # the heap grows once
+    start = minor_faults()
+    for _ in range(5):
+        torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+    # Without the setting each 64 MiB tensor is a fresh mapping: 5 x 16,384 page faults.
+    assert minor_faults() - start < pages
+
+
+def test_keep_freed_memory_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NABAA_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
