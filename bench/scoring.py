@@ -14,6 +14,11 @@ Contenders (same model folder, same articles, same process, interleaved rounds):
   weights and its own head; batch 8 in input order, truncation at ``max_length``.
 - ``naive_loop`` (b): one pass of the multi-task model, input order, every batch padded
   to ``max_length``, fixed batch 8, fp32, ``torch.no_grad``.
+- ``naive_windows`` (b′): the naive loop over the same windows nabaa reads as shipped (up to
+  ``predict_max_windows`` per article, the model's own windowing), each padded to
+  ``max_length``, 8 windows per batch in input order, fp32, window logits averaged per article
+  as the model's ``aggregation`` says. It produces nabaa's predictions (logit difference
+  reported), so it is the naive baseline for nabaa as shipped, as (b) is for one window.
 - ``nabaa_bf16`` / ``nabaa_1window_bf16``: the first two with ``dtype="bf16"`` (only where
   the CPU has bf16 matrix kernels); what ``dtype="auto"`` picks on CPUs with AMX.
 """
@@ -153,6 +158,41 @@ def naive_logits(model, tokenizer, pre, records) -> dict[str, np.ndarray]:
     return {name: torch.cat(v).numpy() for name, v in out.items()}
 
 
+def naive_windows_contender(folder: Path):
+    """(b′): the naive loop over nabaa's windows (same predictions as nabaa as shipped)."""
+    from model.serialization import load_model_folder
+
+    model, tokenizer, pre, _ = load_model_folder(folder)
+
+    def run(work: Workload) -> dict[str, np.ndarray]:
+        return naive_window_logits(model, tokenizer, pre, work.records)
+
+    return run
+
+
+@torch.no_grad()
+def naive_window_logits(model, tokenizer, pre, records) -> dict[str, np.ndarray]:
+    from model.preprocess import aggregate_windows
+
+    texts = [joined_text(r, pre.text_prefix) for r in records]
+    windows, owner = [], []
+    for article, article_windows in enumerate(pre.windows(tokenizer, texts)):
+        windows += article_windows
+        owner += [article] * len(article_windows)
+    out: dict[str, list] = {name: [] for name in model.heads}
+    for i in range(0, len(windows), BASELINE_BATCH):
+        chunk = windows[i:i + BASELINE_BATCH]
+        ids = torch.full((len(chunk), pre.max_length), tokenizer.pad_token_id)
+        mask = torch.zeros_like(ids)
+        for row, w in enumerate(chunk):
+            ids[row, :len(w)], mask[row, :len(w)] = torch.tensor(w), 1
+        for name, value in model(input_ids=ids, attention_mask=mask).logits.items():
+            out[name].append(value.float())
+    index = torch.tensor(owner)
+    return {name: aggregate_windows(torch.cat(v), index, len(texts), pre.aggregation).numpy()
+            for name, v in out.items()}
+
+
 # --------------------------------------------------------------------------- token accounting
 def nabaa_tokens(clf, records) -> dict[str, Any]:
     """Windows, real tokens and padded tokens nabaa's batching runs (and the batch shapes)."""
@@ -161,6 +201,11 @@ def nabaa_tokens(clf, records) -> dict[str, Any]:
     shapes = [(len(b), clf._padded_length(max(len(windows[i]) for i in b))) for b in clf._batches(windows)]
     return {"windows": len(windows), "real_tokens": sum(len(w) for w in windows),
             "padded_tokens": sum(b * L for b, L in shapes), "shapes": shapes}
+
+
+def naive_window_shapes(n_windows: int, max_length: int) -> list[tuple[int, int]]:
+    full, rest = divmod(n_windows, BASELINE_BATCH)
+    return [(BASELINE_BATCH, max_length)] * full + ([(rest, max_length)] if rest else [])
 
 
 def baseline_tokens(tokenizer, pre, records, pad_to_max: bool, passes: int) -> dict[str, Any]:
@@ -191,15 +236,21 @@ def flops(shapes, sizes: dict[str, int]) -> float:
 
 # --------------------------------------------------------------------------- agreement
 def agreement(folder: Path, records) -> dict[str, float]:
-    """nabaa with one window against the naive loop (same truncation, different padding and
-    batching): the largest logit difference. Should be float noise (~1e-5)."""
+    """nabaa in fp32 against the naive loops doing the same work (one window against (b), as
+    shipped against (b′); different padding and batching): the largest logit difference.
+    Should be float noise (~1e-5)."""
     from model.serialization import load_model_folder
 
-    clf = load_classifier(folder, windows=1, dtype="fp32")
-    ours = clf.logits(records, calibrated=False)
     model, tokenizer, pre, _ = load_model_folder(folder)
-    theirs = naive_logits(model, tokenizer, pre, records)
-    return {"max_abs_logit_diff_1window_vs_naive": float(max(np.abs(ours[k] - theirs[k]).max() for k in ours))}
+
+    def largest_difference(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> float:
+        return float(max(np.abs(ours[k] - theirs[k]).max() for k in ours))
+
+    one = load_classifier(folder, windows=1, dtype="fp32").logits(records, calibrated=False)
+    shipped = load_classifier(folder, dtype="fp32").logits(records, calibrated=False)
+    return {"max_abs_logit_diff_1window_vs_naive": largest_difference(one, naive_logits(model, tokenizer, pre, records)),
+            "max_abs_logit_diff_shipped_vs_naive_windows":
+                largest_difference(shipped, naive_window_logits(model, tokenizer, pre, records))}
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -207,6 +258,7 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
     work = workload(dump, n, "scoring")
     warm = workload(dump, 4, "scoring-warm")
     from bench.quant import bf16_kernels
+    from model.hardware import auto_uses_bf16
 
     shipped = load_classifier(folder, dtype="fp32")
     one = load_classifier(folder, windows=1, dtype="fp32")
@@ -217,6 +269,7 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
             "nabaa_cli": cli_contender(folder, Path(tmp)),
             "pipelines_3x": pipelines_contender(folder),
             "naive_loop": naive_contender(folder),
+            "naive_windows": naive_windows_contender(folder),
         }
         if bf16_kernels():
             contenders["nabaa_bf16"] = classifier_contender(load_classifier(folder, dtype="bf16"))
@@ -231,6 +284,8 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
         "pipelines_3x": baseline_tokens(shipped.tokenizer, shipped.pre, work.records, pad_to_max=False, passes=3),
         "naive_loop": baseline_tokens(shipped.tokenizer, shipped.pre, work.records, pad_to_max=True, passes=1),
     }
+    tokens["naive_windows"] = {**tokens["nabaa"], "padded_tokens": tokens["nabaa"]["windows"] * shipped.pre.max_length,
+                               "shapes": naive_window_shapes(tokens["nabaa"]["windows"], shipped.pre.max_length)}
     tokens["nabaa_cli"] = tokens["nabaa"]  # the same batching while n <= --buffer-size
     tokens["nabaa_bf16"], tokens["nabaa_1window_bf16"] = tokens["nabaa"], tokens["nabaa_1window"]
     rows = {}
@@ -250,7 +305,9 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
     for row in rows.values():
         row["x_vs_pipelines_3x"] = ratio(row["articles_per_s"], rows["pipelines_3x"]["articles_per_s"])
         row["x_vs_naive_loop"] = ratio(row["articles_per_s"], rows["naive_loop"]["articles_per_s"])
+        row["x_vs_naive_windows"] = ratio(row["articles_per_s"], rows["naive_windows"]["articles_per_s"])
     return {"articles": n, "rounds": rounds, "batch_baselines": BASELINE_BATCH,
             "batch_size": shipped.batch_size, "max_batch_tokens": shipped.max_batch_tokens,
             "max_length": shipped.pre.max_length, "predict_max_windows": shipped.pre.predict_max_windows,
+            "cli_dtype": "bf16" if auto_uses_bf16("cpu") else "fp32",
             "flop_sizes": sizes, "rows": rows, **agreement(folder, work.records[:16])}
