@@ -3,7 +3,7 @@ scoring relies on (model/hardware.py: keep_freed_memory)."""
 
 from __future__ import annotations
 
-import resource
+import ctypes
 import warnings
 
 import pytest
@@ -72,21 +72,28 @@ def test_quantize_int8_replaces_every_linear_and_leaves_the_original() -> None:
     assert all(isinstance(m, (torch.nn.Linear, torch.nn.GELU)) for m in model)
 
 
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
 
 
-def test_keep_freed_memory_reuses_pages_for_large_tensors() -> None:
-    if not keep_freed_memory():
-        pytest.skip("not glibc Linux")
-    pages = (64 << 20) // resource.getpagesize()
-    for _ in range(3):  # the heap grows to hold them (alignment may take a second growth)
-        torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
-    start = minor_faults()
-    for _ in range(5):
-        torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
-    # Without the setting each 64 MiB tensor is a fresh mapping: 5 x 16,384 page faults.
-    assert minor_faults() - start < pages
+def malloc_info() -> MallInfo2:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    return libc.mallinfo2()
+
+
+def test_keep_freed_memory_keeps_large_tensors_in_the_heap() -> None:
+    """Large tensors come from the heap (not a fresh mapping each) and their memory stays there
+    for the next batch once freed."""
+    if not keep_freed_memory() or not hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2"):
+        pytest.skip("not glibc >= 2.33 on Linux")
+    size = 64 << 20
+    tensor = torch.empty(size, dtype=torch.uint8).fill_(1)
+    assert malloc_info().hblkhd < size  # glibc as shipped maps anything over 32 MiB on its own
+    del tensor
+    assert malloc_info().fordblks >= size  # freed, kept for reuse rather than unmapped
 
 
 def test_keep_freed_memory_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
