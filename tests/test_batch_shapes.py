@@ -25,7 +25,7 @@ def clf(trained_run: Path) -> Classifier:
 def test_lengths_are_bounded_and_every_window_is_batched_once(clf: Classifier) -> None:
     rng = random.Random(0)
     max_length = clf.pre.max_length
-    lengths = set()
+    lengths, shapes = set(), set()
     for _ in range(200):  # 200 "buffers" of random window lengths
         windows = [[0] * rng.randint(3, max_length) for _ in range(rng.randint(1, 300))]
         batches = list(clf._batches(windows))
@@ -37,7 +37,19 @@ def test_lengths_are_bounded_and_every_window_is_batched_once(clf: Classifier) -
             assert length % classifier_module.PAD_MULTIPLE == 0 or length == max_length
             assert len(batch) <= clf.batch_size and (len(batch) == 1 or length * len(batch) <= clf.max_batch_tokens)
             lengths.add(length)
-    assert len(lengths) <= -(-max_length // classifier_module.PAD_MULTIPLE)
+            shapes.add((len(batch), length))
+    buckets = -(-max_length // classifier_module.PAD_MULTIPLE)
+    assert len(lengths) <= buckets
+    # Row counts: full batches (one per length under the token budget) and power-of-two pieces
+    # of each buffer's remainder; 200 random buffers would otherwise meet most of 1..batch_size.
+    assert len({rows for rows, _ in shapes}) <= clf.batch_size.bit_length() + buckets
+
+
+def test_remainder_is_cut_into_power_of_two_pieces_in_order() -> None:
+    pieces = list(classifier_module._power_of_two_pieces(list(range(37))))
+    assert [len(p) for p in pieces] == [32, 4, 1]
+    assert [i for p in pieces for i in p] == list(range(37))
+    assert list(classifier_module._power_of_two_pieces([])) == []
 
 
 def test_rounded_padding_changes_no_result(trained_run: Path, clf: Classifier) -> None:
