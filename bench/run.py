@@ -196,9 +196,10 @@ def table_quant(r: dict[str, Any]) -> list[str]:
     for name, row in q["rows"].items():
         goal = ""
         if name == "int8":
+            quality = (_goal(-row['f1_points_vs_fp32'], GOALS['int8_f1_points'], higher=False)
+                       if q["trained_model"] else "not judged (untrained model)")
             goal = (f"≥{GOALS['int8_speed']:g}×: {_goal(row['x_vs_fp32'], GOALS['int8_speed'])}; "
-                    f"≤{GOALS['int8_f1_points']:g} point lost: "
-                    f"{_goal(-row['f1_points_vs_fp32'], GOALS['int8_f1_points'], higher=False)}")
+                    f"≤{GOALS['int8_f1_points']:g} point lost: {quality}")
         out.append(f"| {QUANT_LABELS.get(name, name)} | {row['articles_per_s']:.2f} | {row['x_vs_fp32']:.2f} | {row['mean_macro_f1']:.4f} | "
                    f"{row['f1_points_vs_fp32']:+.2f} | {100 * row['label_agreement_with_fp32']:.1f}% | {goal} |")
     out += ["", f"bf16 kernels (oneDNN) available: {'yes' if q['bf16_kernels'] else 'no'}; "
