@@ -89,7 +89,10 @@ class OutlierInt8Linear(nn.Module):
         outlier channels of a layer are few and fixed by the model) and run again."""
         peak = torch.maximum(flat.amax(0), -flat.amin(0))
         found = (peak > self.threshold).nonzero().flatten()
-        self.outliers = torch.cat([self.outliers, found]).unique()
+        new = found[~torch.isin(found, self.outliers)]
+        if new.numel() == 0:  # NaN in the input: nothing to learn, and no retry that could loop
+            return self.int8(x)
+        self.outliers = torch.cat([self.outliers, new]).sort().values
         return self.forward(x)
 
     def extra_repr(self) -> str:

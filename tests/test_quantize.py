@@ -65,6 +65,14 @@ def test_layer_remembers_its_outlier_channels() -> None:
     assert ordinary.shape == (3, 32)
 
 
+def test_nan_input_returns_instead_of_looping() -> None:
+    layer, x = linear_and_input()
+    x[1, 3, 7] = float("nan")
+    with torch.no_grad():
+        y = OutlierInt8Linear(layer)(x)
+    assert y.shape == (4, 50, 32)
+
+
 def test_quantize_int8_replaces_every_linear_and_leaves_the_original() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU(), torch.nn.Linear(8, 2))
     q = quantize_int8(model)
