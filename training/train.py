@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from model.hardware import auto_uses_bf16
+from model.hardware import auto_uses_bf16, keep_freed_memory
 from model.modeling import IGNORE_INDEX, MultiTaskClassifier
 from model.preprocess import Preprocessing, aggregate_windows, default_preprocessing
 from model.schema import Task, inverse_frequency_weights
@@ -238,6 +238,8 @@ def _checkpoint_number(state: TrainerState) -> int:
 def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
     """Train, evaluate every epoch, keep ``best/``, stop early; return the final state."""
     run_dir = cfg.run_dir
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # activations reuse heap pages instead of fresh mappings: ~1.25x on CPU
     accelerator = Accelerator(
         mixed_precision=mixed_precision_for(cfg.train.mixed_precision),
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
