@@ -52,10 +52,13 @@ def test_remainder_is_cut_into_power_of_two_pieces_in_order() -> None:
     assert list(classifier_module._power_of_two_pieces([])) == []
 
 
-def test_rounded_padding_changes_no_result(trained_run: Path, clf: Classifier) -> None:
+def test_rounded_padding_changes_no_result(trained_run: Path) -> None:
+    # fp32: masked padding is exact there; in bf16 (``auto`` on AMX CPUs) another padded length
+    # picks other kernels and moves logits by one bf16 step (~1e-3), which says nothing of masking.
     texts = [r["text"] for r in seed_records("dev", 20)] + ["خبر قصير", "نص آخر أطول قليلا من السابق"]
-    exact = Classifier.from_pretrained(trained_run / "best", device="cpu")
+    rounded = Classifier.from_pretrained(trained_run / "best", device="cpu", dtype="fp32")
+    exact = Classifier.from_pretrained(trained_run / "best", device="cpu", dtype="fp32")
     exact.pad_multiple = 1
-    ours, theirs = clf.logits(texts, calibrated=False), exact.logits(texts, calibrated=False)
+    ours, theirs = rounded.logits(texts, calibrated=False), exact.logits(texts, calibrated=False)
     for task in ours:
         np.testing.assert_allclose(ours[task], theirs[task], atol=1e-5)
