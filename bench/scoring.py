@@ -30,6 +30,7 @@ import dataclasses
 import io
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,41 +134,40 @@ def pipelines_contender(folder: Path):
     return run
 
 
-def naive_contender(folder: Path):
-    """(b): the multi-task model in a plain loop: input order, pad to max_length, batch 8."""
+def naive_contender(folder: Path, over_windows: bool = False):
+    """(b): the multi-task model in a plain loop: input order, pad to max_length, batch 8.
+    With ``over_windows``, (b′): the same loop over nabaa's windows (nabaa's predictions)."""
     from model.serialization import load_model_folder
 
     model, tokenizer, pre, _ = load_model_folder(folder)
+    logits = naive_window_logits if over_windows else naive_logits
 
     def run(work: Workload) -> dict[str, np.ndarray]:
-        return naive_logits(model, tokenizer, pre, work.records)
+        return logits(model, tokenizer, pre, work.records)
 
     return run
+
+
+def _logits_by_batch(model, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Run ``(input_ids, attention_mask)`` batches through ``model``; logits per head, in order."""
+    out: dict[str, list] = {name: [] for name in model.heads}
+    for ids, mask in batches:
+        for name, value in model(input_ids=ids, attention_mask=mask).logits.items():
+            out[name].append(value.float())
+    return {name: torch.cat(v) for name, v in out.items()}
 
 
 @torch.no_grad()
 def naive_logits(model, tokenizer, pre, records) -> dict[str, np.ndarray]:
     texts = [joined_text(r, pre.text_prefix) for r in records]
-    out: dict[str, list] = {name: [] for name in model.heads}
-    for i in range(0, len(texts), BASELINE_BATCH):
-        enc = tokenizer(texts[i:i + BASELINE_BATCH], padding="max_length", truncation=True,
-                        max_length=pre.max_length, return_tensors="pt")
-        logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-        for name, value in logits.items():
-            out[name].append(value.float())
-    return {name: torch.cat(v).numpy() for name, v in out.items()}
 
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(texts), BASELINE_BATCH):
+            enc = tokenizer(texts[i:i + BASELINE_BATCH], padding="max_length", truncation=True,
+                            max_length=pre.max_length, return_tensors="pt")
+            yield enc["input_ids"], enc["attention_mask"]
 
-def naive_windows_contender(folder: Path):
-    """(b′): the naive loop over nabaa's windows (same predictions as nabaa as shipped)."""
-    from model.serialization import load_model_folder
-
-    model, tokenizer, pre, _ = load_model_folder(folder)
-
-    def run(work: Workload) -> dict[str, np.ndarray]:
-        return naive_window_logits(model, tokenizer, pre, work.records)
-
-    return run
+    return {name: value.numpy() for name, value in _logits_by_batch(model, batches()).items()}
 
 
 @torch.no_grad()
@@ -179,18 +179,19 @@ def naive_window_logits(model, tokenizer, pre, records) -> dict[str, np.ndarray]
     for article, article_windows in enumerate(pre.windows(tokenizer, texts)):
         windows += article_windows
         owner += [article] * len(article_windows)
-    out: dict[str, list] = {name: [] for name in model.heads}
-    for i in range(0, len(windows), BASELINE_BATCH):
-        chunk = windows[i:i + BASELINE_BATCH]
-        ids = torch.full((len(chunk), pre.max_length), tokenizer.pad_token_id)
-        mask = torch.zeros_like(ids)
-        for row, w in enumerate(chunk):
-            ids[row, :len(w)], mask[row, :len(w)] = torch.tensor(w), 1
-        for name, value in model(input_ids=ids, attention_mask=mask).logits.items():
-            out[name].append(value.float())
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(windows), BASELINE_BATCH):
+            chunk = windows[i:i + BASELINE_BATCH]
+            ids = torch.full((len(chunk), pre.max_length), tokenizer.pad_token_id)
+            mask = torch.zeros_like(ids)
+            for row, w in enumerate(chunk):
+                ids[row, :len(w)], mask[row, :len(w)] = torch.tensor(w), 1
+            yield ids, mask
+
     index = torch.tensor(owner)
-    return {name: aggregate_windows(torch.cat(v), index, len(texts), pre.aggregation).numpy()
-            for name, v in out.items()}
+    return {name: aggregate_windows(value, index, len(texts), pre.aggregation).numpy()
+            for name, value in _logits_by_batch(model, batches()).items()}
 
 
 # --------------------------------------------------------------------------- token accounting
@@ -269,7 +270,7 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
             "nabaa_cli": cli_contender(folder, Path(tmp)),
             "pipelines_3x": pipelines_contender(folder),
             "naive_loop": naive_contender(folder),
-            "naive_windows": naive_windows_contender(folder),
+            "naive_windows": naive_contender(folder, over_windows=True),
         }
         if bf16_kernels():
             contenders["nabaa_bf16"] = classifier_contender(load_classifier(folder, dtype="bf16"))

@@ -47,8 +47,8 @@ class OutlierInt8Linear(nn.Module):
             warnings.simplefilter("ignore")  # torch's deprecation notice about quantized tensor creation
             self.int8 = DynamicInt8Linear.from_float(source)
         # The fp32 weights are kept whole (not only today's outlier columns): another text can
-        # light up another channel.
-        self.register_buffer("weight", source.weight.detach().clone(), persistent=False)
+        # light up another channel. ``source`` is already this layer's own copy.
+        self.register_buffer("weight", source.weight.detach(), persistent=False)
         self.threshold = threshold
         self.outliers = torch.empty(0, dtype=torch.long)
 
