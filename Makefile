@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check model training inference tests bench
 
 demo: $(STAMP)
-	$(PY) -m bench.demo
+	$(PY) -m training.demo
 
 bench: $(STAMP)
 	$(PY) -m bench.run --quick

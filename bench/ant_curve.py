@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
+from model.preprocess import build_preprocessing
 from training.baseline import Baseline
 from training.config import load_config
 from training.data import load_labelled, load_train_split
 from training.metrics import mean_macro_f1
-from training.train import build_preprocessing
 from training.train import main as train_main
 
 OUT = Path("bench/out/ant_curve.json")
@@ -52,7 +52,7 @@ def run_model(size: int, epochs: int, extra: list[str]) -> dict:
 
 def run_baseline(size: int | None, extra: list[str]) -> dict:
     cfg = load_config("configs/ant.yaml", ([f"data.sample_train={size}"] if size else []) + extra)
-    pre = build_preprocessing(cfg)
+    pre = build_preprocessing(cfg.model)
     train = load_train_split(cfg.data, cfg.tasks, pre)
     dev = load_labelled(cfg.data.dev_file, cfg.data, cfg.tasks, pre)
     start = time.time()

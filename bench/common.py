@@ -35,6 +35,16 @@ TRAINED_CANDIDATES = (ROOT / "runs" / "demo" / "best",)
 
 
 # --------------------------------------------------------------------------- machine
+def bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (native or emulated)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, torch threads and the instruction sets that matter for the kernels."""
     import torch
@@ -53,10 +63,6 @@ def machine_info() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count() or 1
-    try:
-        bf16_kernels = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        bf16_kernels = False
     info = {
         "cpu": model,
         "logical_cpus": os.cpu_count(),
@@ -67,7 +73,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "isa": sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16",
                                                  "amx_int8", "avx_vnni"}),
-        "onednn_bf16": bf16_kernels,
+        "onednn_bf16": bf16_kernels(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "memory_gib": _memory_gib(),
         "cuda": torch.cuda.is_available(),
@@ -111,9 +117,9 @@ def demo_config():
 
 
 def demo_preprocessing():
-    from training.train import build_preprocessing
+    from model.preprocess import build_preprocessing
 
-    return build_preprocessing(demo_config())
+    return build_preprocessing(demo_config().model)
 
 
 def trained_model(explicit: str | None = None) -> Path | None:
@@ -130,7 +136,7 @@ def trained_model(explicit: str | None = None) -> Path | None:
 def untrained_model(dest: Path | None = None) -> Path:
     """A demo-shaped model folder (embedded e5-small backbone, demo tasks and preprocessing,
     heads untrained): same network and cost as the trained demo model, built in seconds."""
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
     from model.modeling import MultiTaskClassifier
     from model.serialization import save_model_folder
 
@@ -156,8 +162,8 @@ def bench_model(explicit: str | None = None) -> tuple[Path, bool]:
 
 
 def dump_file(n: int, seed: int = 0) -> Path:
-    """A realistic dump of ``n`` articles from ``bench.make_dump`` (cached in bench/out)."""
-    from bench.make_dump import make_dump
+    """A realistic dump of ``n`` articles from ``seeds.make_dump`` (cached in bench/out)."""
+    from seeds.make_dump import make_dump
 
     path = OUT / f"dump-{n}-s{seed}.jsonl.gz"
     if not path.exists():

@@ -48,7 +48,7 @@ def run_gpu(folder: Path, records: list[dict[str, Any]], log=print) -> dict[str,
     from inference import Classifier
 
     device = "cuda"
-    clf = Classifier.from_pretrained(folder, device=device, dtype="bf16")
+    clf = Classifier.from_pretrained(folder, device=device, dtype="bf16", keep_freed_memory=True)
     length = clf.pre.max_length
     largest, batch = None, 64
     while batch <= 16384:

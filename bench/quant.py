@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import ROOT, interleaved, ratio
+from bench.common import ROOT, bf16_kernels, interleaved, ratio
 from bench.scoring import (
     classifier_contender,
     encoder_flop_model,
@@ -44,13 +44,6 @@ def plain_int8(clf):
         warnings.simplefilter("ignore")
         clf.model = quantize_dynamic(clf.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
     return clf
-
-
-def bf16_kernels() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def test_quality(classifiers: dict[str, Any], folder: Path, test_file: Path) -> dict[str, Any]:

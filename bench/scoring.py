@@ -66,7 +66,7 @@ def joined_text(record: dict[str, Any], prefix: str) -> str:
 def load_classifier(folder: Path, windows: int | None = None, **kwargs: Any):
     from inference import Classifier
 
-    clf = Classifier.from_pretrained(folder, device="cpu", **kwargs)
+    clf = Classifier.from_pretrained(folder, device="cpu", keep_freed_memory=True, **kwargs)
     if windows is not None:
         clf.pre = dataclasses.replace(clf.pre, predict_max_windows=windows)
     return clf
@@ -258,7 +258,7 @@ def agreement(folder: Path, records) -> dict[str, float]:
 def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, Any]:
     work = workload(dump, n, "scoring")
     warm = workload(dump, 4, "scoring-warm")
-    from bench.quant import bf16_kernels
+    from bench.common import bf16_kernels
     from model.hardware import auto_uses_bf16
 
     shipped = load_classifier(folder, dtype="fp32")

@@ -55,10 +55,11 @@ def build_setup(steps: int) -> Setup:
     """Demo config, data windowed by nabaa's own functions, one base model to copy."""
     from transformers import AutoTokenizer
 
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
     from model.modeling import MultiTaskClassifier
+    from model.preprocess import build_preprocessing
     from training.data import load_labelled
-    from training.train import build_preprocessing, get_dataloaders, with_class_weights
+    from training.train import get_dataloaders, with_class_weights
 
     cfg = common.demo_config()
     # Like for like with the Trainer: batches of 16 windows, every layer trained (the demo
@@ -66,7 +67,7 @@ def build_setup(steps: int) -> Setup:
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, freeze_embeddings=False, freeze_layers=0),
         train=dataclasses.replace(cfg.train, save_every_steps=0, report_to=[], loss_on="window", batch_size=16))
-    pre = build_preprocessing(cfg)
+    pre = build_preprocessing(cfg.model)
     train = load_labelled(cfg.data.train_file, cfg.data, cfg.tasks, pre)
     tasks = with_class_weights(cfg.tasks, train)
     backbone = resolve_backbone(cfg.model.backbone)
@@ -108,7 +109,8 @@ def run_nabaa(setup: Setup, precision: str = "no") -> list[float]:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from training.train import TrainerState, _train_epoch, epoch_loader, mixed_precision_for
+    from model.preprocess import build_preprocessing
+    from training.train import RunContext, TrainerState, _train_epoch, epoch_loader, mixed_precision_for
 
     cfg = setup.cfg
     model, optimizer, scheduler = _fresh(setup)
@@ -121,8 +123,9 @@ def run_nabaa(setup: Setup, precision: str = "no") -> list[float]:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loader = accelerator.prepare(epoch_loader(cfg, setup.windows, setup.tokenizer, 0))
     with tempfile.TemporaryDirectory(dir=common.OUT) as run_dir:
-        ctx = {"cfg": cfg, "accelerator": accelerator, "run_dir": Path(run_dir)}
-        _train_epoch(model, optimizer, scheduler, loader, TrainerState(), ctx)
+        run = RunContext(cfg, accelerator, setup.tokenizer, build_preprocessing(cfg.model), list(cfg.tasks), [],
+                         None, Path(run_dir))
+        _train_epoch(model, optimizer, scheduler, loader, TrainerState(), run)
     return stamps
 
 
@@ -162,7 +165,7 @@ RUNNERS = {"nabaa": run_nabaa, "trainer": run_trainer,
 
 
 def contenders() -> tuple[str, ...]:
-    from bench.quant import bf16_kernels
+    from bench.common import bf16_kernels
 
     return CONTENDERS if bf16_kernels() else CONTENDERS[:2]
 

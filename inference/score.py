@@ -294,6 +294,7 @@ def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
     if n > 1 and state.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
     clf = Classifier.from_pretrained(args.model, device=device, quantize=args.quantize, dtype=args.dtype,
+                                     keep_freed_memory=True,
                                      batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
     start = time.time()
     _, new = score_shard(clf, args, k, n, show_progress=state.is_local_main_process)

@@ -161,3 +161,26 @@ def default_preprocessing(backbone: str) -> dict[str, str]:
     if "e5" in name:
         return {"normalizer": "none", "text_prefix": "passage: "}
     return {"normalizer": "none", "text_prefix": ""}
+
+
+def build_preprocessing(model_args: Any) -> Preprocessing:
+    """The :class:`Preprocessing` a run's ``model`` config section asks for (``auto`` settings
+    filled in from the backbone); ``model_args`` is a ``training.config.ModelArgs`` or any
+    object with its fields.
+
+    >>> from types import SimpleNamespace
+    >>> args = SimpleNamespace(backbone="embedded:multilingual-e5-small", normalizer="auto", text_prefix=None,
+    ...                        max_length=128, stride=16, max_windows=2, predict_max_windows=4, aggregation="mean")
+    >>> build_preprocessing(args).text_prefix
+    'passage: '
+    """
+    defaults = default_preprocessing(model_args.backbone)
+    return Preprocessing(
+        normalizer=defaults["normalizer"] if model_args.normalizer == "auto" else model_args.normalizer,
+        text_prefix=defaults["text_prefix"] if model_args.text_prefix is None else model_args.text_prefix,
+        max_length=model_args.max_length,
+        stride=model_args.stride,
+        max_windows=model_args.max_windows,
+        predict_max_windows=model_args.predict_max_windows,
+        aggregation=model_args.aggregation,
+    )

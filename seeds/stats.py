@@ -112,7 +112,7 @@ def token_counts(records: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
     sys.path.insert(0, str(ROOT))
     from transformers import AutoTokenizer
 
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
     from model.preprocess import Preprocessing
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(BACKBONE))

@@ -4,7 +4,6 @@ frozen layers out of dropout, and the precision that ``auto`` picks."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -52,8 +51,7 @@ def test_article_loss_scores_the_aggregated_prediction(backbone: str) -> None:
     torch.manual_seed(0)
     model = MultiTaskClassifier.from_backbone(backbone, TASKS, pooling="mean").eval()
     batch = Collator(tok)(list(article_dataset(articles(), tok, PRE, training=True)))
-    ctx = {"pre": PRE, "accelerator": SimpleNamespace(unwrap_model=lambda m: m)}
-    loss = batch_loss(model, batch, ctx)
+    loss = batch_loss(model, batch, PRE.aggregation)
     window_logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     expected = sum(
         torch.nn.functional.cross_entropy(aggregate_windows(window_logits[t.name], batch["window_article"], 2, "mean"),

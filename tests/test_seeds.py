@@ -10,9 +10,9 @@ from types import ModuleType
 
 import pytest
 
-from bench.make_dump import make_dump
 from model.preprocess import Preprocessing
 from model.records import iter_records
+from seeds.make_dump import make_dump
 from training.config import load_config
 from training.data import load_labelled
 

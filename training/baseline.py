@@ -85,9 +85,9 @@ class Baseline:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from model.preprocess import build_preprocessing
     from training.config import ConfigError, load_config
     from training.data import DataError, load_labelled, load_train_split
-    from training.train import build_preprocessing
 
     parser = argparse.ArgumentParser(prog="python -m training.baseline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        pre = build_preprocessing(cfg)
+        pre = build_preprocessing(cfg.model)
         train = load_train_split(cfg.data, cfg.tasks, pre)
         start = time.time()
         baseline = Baseline(cfg.tasks, cfg.train.seed).fit(train)

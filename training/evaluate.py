@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from inference.classifier import Classifier, _softmax
+from model.hardware import keep_freed_memory
 from model.modeling import IGNORE_INDEX
 from model.serialization import RUN_CONFIG_FILE
 from training import plots
@@ -184,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--baseline-train", default=None,
                         help="training file for the TF-IDF baseline (default: the model's own train file; '' = none)")
     args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        keep_freed_memory()  # a command line owns its process: large activations reuse heap pages
     try:
         report = evaluate_folder(args.model, args.data, args.out, baseline_train=args.baseline_train)
     except DataError as e:

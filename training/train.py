@@ -26,27 +26,27 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, parse_flag_from_env, set_seed
+from accelerate.utils import ProjectConfiguration, extract_model_from_parallel, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from model.hardware import auto_uses_bf16, keep_freed_memory
 from model.modeling import IGNORE_INDEX, MultiTaskClassifier
-from model.preprocess import Preprocessing, aggregate_windows, default_preprocessing
+from model.preprocess import Preprocessing, aggregate_windows, build_preprocessing
 from model.schema import Task, inverse_frequency_weights
-from model.serialization import recover_dir, save_model_folder
+from model.serialization import save_model_folder
+from training.checkpoints import TrainerState, latest_checkpoint, prepare_run_dir, save_checkpoint
 from training.config import ConfigError, RunConfig, load_config
 from training.data import (
     Article,
@@ -58,30 +58,22 @@ from training.data import (
     load_train_split,
     window_dataset,
 )
+from training.finalize import finalize_run
 from training.metrics import mean_macro_f1, task_metrics
-
-CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
 
 
 @dataclass
-class TrainerState:
-    """Loop position and early-stopping memory; saved with every checkpoint."""
+class RunContext:
+    """What every step of one training run reads: set up once in :func:`training_function`."""
 
-    epoch: int = 0  # the epoch in progress (0-based)
-    batches_done: int = 0  # batches of that epoch already trained
-    optimizer_steps: int = 0
-    best_score: float = -1.0
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    finished: bool = False
-    history: list = field(default_factory=list)
-
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+    cfg: RunConfig
+    accelerator: Accelerator
+    tokenizer: Any
+    pre: Preprocessing
+    tasks: list[Task]
+    dev: list[Article]
+    dev_dl: DataLoader
+    run_dir: Path
 
 
 # --------------------------------------------------------------------------- setup
@@ -109,25 +101,11 @@ def resolve_backbone_folder(cfg: RunConfig, accelerator: Accelerator, train_text
                 )
         return str(folder)
     if name.startswith("embedded:"):
-        from model.backbones import resolve_backbone
+        from model.embedded import resolve_backbone
 
         with accelerator.main_process_first():
             return resolve_backbone(name)
     return name
-
-
-def build_preprocessing(cfg: RunConfig) -> Preprocessing:
-    defaults = default_preprocessing(cfg.model.backbone)
-    m = cfg.model
-    return Preprocessing(
-        normalizer=defaults["normalizer"] if m.normalizer == "auto" else m.normalizer,
-        text_prefix=defaults["text_prefix"] if m.text_prefix is None else m.text_prefix,
-        max_length=m.max_length,
-        stride=m.stride,
-        max_windows=m.max_windows,
-        predict_max_windows=m.predict_max_windows,
-        aggregation=m.aggregation,
-    )
 
 
 def with_class_weights(tasks: Sequence[Task], train: Sequence[Article]) -> list[Task]:
@@ -199,41 +177,6 @@ def evaluate(
     return results
 
 
-# --------------------------------------------------------------------------- checkpoints
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    folder = run_dir / "checkpoints"
-    if not folder.exists():
-        return None
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
-    return max(found)[1] if found else None
-
-
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: TrainerState, keep: int) -> None:
-    """``save_state`` into a temp folder, then rename: a kill never leaves a half checkpoint
-    that ``--resume`` would pick."""
-    folder = run_dir / "checkpoints"
-    final = folder / f"step_{_checkpoint_number(state):012d}"
-    tmp = folder / f".tmp_{final.name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        ordered = sorted(p for p in folder.iterdir() if CHECKPOINT_PATTERN.match(p.name))
-        for old in ordered[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def _checkpoint_number(state: TrainerState) -> int:
-    # Orders checkpoints by (epoch, batch): optimizer steps alone cannot tell an
-    # end-of-epoch state (eval done) from the mid-epoch one at the same step.
-    return state.epoch * 1_000_000 + state.batches_done
-
-
 # --------------------------------------------------------------------------- the loop
 def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
     """Train, evaluate every epoch, keep ``best/``, stop early; return the final state."""
@@ -249,10 +192,10 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
     set_seed(cfg.train.seed)
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if accelerator.is_main_process:
-        _prepare_run_dir(cfg, run_dir, resume, checkpoint)
+        prepare_run_dir(cfg, run_dir, resume, checkpoint)
     accelerator.wait_for_everyone()
 
-    pre = build_preprocessing(cfg)
+    pre = build_preprocessing(cfg.model)
     train = load_train_split(cfg.data, cfg.tasks, pre)
     dev = load_labelled(cfg.data.dev_file, cfg.data, cfg.tasks, pre)
     tasks = with_class_weights(cfg.tasks, train)
@@ -283,12 +226,11 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
     if cfg.train.report_to:
         accelerator.init_trackers(cfg.name, config=_flat_config(cfg))
 
-    context = {"cfg": cfg, "accelerator": accelerator, "tokenizer": tokenizer, "pre": pre, "tasks": tasks,
-               "dev": dev, "dev_dl": dev_dl, "run_dir": run_dir}
+    run = RunContext(cfg, accelerator, tokenizer, pre, tasks, dev, dev_dl, run_dir)
     while not state.finished and state.epoch < cfg.train.epochs:
         loader = accelerator.prepare(epoch_loader(cfg, train_ds, tokenizer, state.epoch))
-        _train_epoch(model, optimizer, scheduler, loader, state, context)
-        _end_epoch(model, state, context)
+        _train_epoch(model, optimizer, scheduler, loader, state, run)
+        _end_epoch(model, state, run)
     state.finished = True
     accelerator.wait_for_everyone()
     accelerator.end_training()  # closes trackers and the process group: no collective after this
@@ -319,8 +261,8 @@ def _param_groups(model: MultiTaskClassifier, cfg: RunConfig) -> list[dict[str, 
     return [{"params": p, "lr": lr, "weight_decay": d} for (lr, d), p in groups.items()]
 
 
-def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state: TrainerState, ctx: dict) -> None:
-    cfg, accelerator = ctx["cfg"], ctx["accelerator"]
+def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state: TrainerState, run: RunContext) -> None:
+    cfg, accelerator = run.cfg, run.accelerator
     skipped = accelerator.skip_first_batches(loader, state.batches_done) if state.batches_done else loader
     bar = tqdm(total=len(loader), initial=state.batches_done, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}",
                disable=not accelerator.is_local_main_process, dynamic_ncols=True)
@@ -328,7 +270,7 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state:
     running, seen = 0.0, 0
     for batch in skipped:
         with accelerator.accumulate(model):
-            loss = batch_loss(model, batch, ctx)
+            loss = batch_loss(model, batch, run.pre.aggregation)
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
@@ -343,25 +285,26 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state:
             if state.optimizer_steps % cfg.train.log_every_steps == 0:
                 loss = accelerator.gather(torch.tensor([running / seen], device=accelerator.device)).mean().item()
                 bar.set_postfix(loss=f"{loss:.4f}")
-                _log(ctx, {"type": "train", "epoch": state.epoch + 1, "step": state.optimizer_steps,
+                _log(run, {"type": "train", "epoch": state.epoch + 1, "step": state.optimizer_steps,
                            "loss": loss, "lr": scheduler.get_last_lr()[0]})
                 running, seen = 0.0, 0
             every = cfg.train.save_every_steps
             if every and state.optimizer_steps % every == 0 and state.batches_done < len(loader):
-                save_checkpoint(accelerator, ctx["run_dir"], state, cfg.train.keep_checkpoints)
+                save_checkpoint(accelerator, run.run_dir, state, cfg.train.keep_checkpoints)
     bar.close()
 
 
-def batch_loss(model: Any, batch: dict[str, torch.Tensor], ctx: dict) -> torch.Tensor:
+def batch_loss(model: Any, batch: dict[str, torch.Tensor], aggregation: str) -> torch.Tensor:
     """Window batches: the model's own loss. Article batches: window logits are first
-    aggregated per article exactly as at prediction time, so training optimises the
-    scores users get (a window without the article's stance cues is not pushed to fake one)."""
+    aggregated per article (``aggregation``, as at prediction time), so training optimises
+    the scores users get (a window without the article's stance cues is not pushed to fake one)."""
     if "window_article" not in batch:
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    n_articles, method = len(batch["labels"]), ctx["pre"].aggregation
-    logits = {name: aggregate_windows(v, batch["window_article"], n_articles, method) for name, v in out.logits.items()}
-    return ctx["accelerator"].unwrap_model(model).loss(logits, batch["labels"])
+    n_articles = len(batch["labels"])
+    logits = {name: aggregate_windows(v, batch["window_article"], n_articles, aggregation)
+              for name, v in out.logits.items()}
+    return extract_model_from_parallel(model).loss(logits, batch["labels"])
 
 
 def train_mode(model: Any) -> None:
@@ -374,19 +317,19 @@ def train_mode(model: Any) -> None:
             module.eval()
 
 
-def _end_epoch(model: Any, state: TrainerState, ctx: dict) -> None:
-    cfg, accelerator = ctx["cfg"], ctx["accelerator"]
-    results = evaluate(model, ctx["dev_dl"], ctx["dev"], ctx["tasks"], ctx["pre"], accelerator)
+def _end_epoch(model: Any, state: TrainerState, run: RunContext) -> None:
+    cfg, accelerator = run.cfg, run.accelerator
+    results = evaluate(model, run.dev_dl, run.dev, run.tasks, run.pre, accelerator)
     score = mean_macro_f1(results)
     summary = {name: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]} for name, m in results.items()}
     improved = score > state.best_score
-    _log(ctx, {"type": "eval", "epoch": state.epoch + 1, "step": state.optimizer_steps,
+    _log(run, {"type": "eval", "epoch": state.epoch + 1, "step": state.optimizer_steps,
                "dev_mean_macro_f1": score, "dev": summary, "improved": improved})
     accelerator.print(f"epoch {state.epoch + 1}: dev mean macro-F1 {score:.4f}"
                       + (" (best so far)" if improved else f" (best {state.best_score:.4f})"))
     if improved:
         state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch + 1, 0
-        _save_best(model, ctx, score, summary, state.epoch + 1)
+        _save_best(model, run, score, summary, state.epoch + 1)
     else:
         state.bad_epochs += 1
     state.history.append({"epoch": state.epoch + 1, "dev_mean_macro_f1": score})
@@ -394,77 +337,39 @@ def _end_epoch(model: Any, state: TrainerState, ctx: dict) -> None:
     if state.bad_epochs >= cfg.train.patience:
         accelerator.print(f"early stop: no dev improvement for {state.bad_epochs} epoch(s)")
         state.finished = True
-    save_checkpoint(accelerator, ctx["run_dir"], state, cfg.train.keep_checkpoints)
+    save_checkpoint(accelerator, run.run_dir, state, cfg.train.keep_checkpoints)
 
 
-def _save_best(model: Any, ctx: dict, score: float, summary: dict, epoch: int) -> None:
-    accelerator = ctx["accelerator"]
+def _save_best(model: Any, run: RunContext, score: float, summary: dict, epoch: int) -> None:
+    accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        cfg = ctx["cfg"]
+        cfg = run.cfg
         card = {"epoch": epoch, "dev_mean_macro_f1": score, "dev": summary}
         save_model_folder(
-            ctx["run_dir"] / "best",
+            run.run_dir / "best",
             accelerator.unwrap_model(model),
-            ctx["tokenizer"],
-            ctx["pre"],
+            run.tokenizer,
+            run.pre,
             run_config_yaml=yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False),
             extra_files={"training_state.json": json.dumps(card, indent=2) + "\n"},
         )
     accelerator.wait_for_everyone()
 
 
-def _log(ctx: dict, record: dict[str, Any]) -> None:
-    accelerator = ctx["accelerator"]
+def _log(run: RunContext, record: dict[str, Any]) -> None:
+    accelerator = run.accelerator
     if not accelerator.is_main_process:
         return
     record = {"time": round(time.time(), 3), **record}
-    with open(ctx["run_dir"] / "metrics.jsonl", "a", encoding="utf-8") as f:
+    with open(run.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
-    if ctx["cfg"].train.report_to:
+    if run.cfg.train.report_to:
         flat = {"train/loss": record["loss"]} if record["type"] == "train" else {
             "dev/mean_macro_f1": record["dev_mean_macro_f1"],
             **{f"dev/{t}/macro_f1": m["macro_f1"] for t, m in record["dev"].items()},
         }
         accelerator.log(flat, step=record["step"])
-
-
-def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, checkpoint: Path | None) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    recover_dir(run_dir / "best")
-    # Temp folders of saves a kill interrupted: never complete, never read; clear them.
-    for leftover in [*run_dir.glob(".best.tmp-*"), *(run_dir / "checkpoints").glob(".tmp_*")]:
-        shutil.rmtree(leftover, ignore_errors=True)
-    if not resume and (latest_checkpoint(run_dir) or (run_dir / "metrics.jsonl").exists()):
-        raise SystemExit(
-            f"{run_dir} already holds a run; pass --resume to continue it, or output_dir=... for a new one"
-        )
-    if resume and checkpoint is None:
-        print(f"--resume: no checkpoint in {run_dir}/checkpoints yet; starting from the beginning")
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    if resume and checkpoint is not None:
-        _truncate_metrics_after(run_dir / "metrics.jsonl", checkpoint)
-    cfg.dump(run_dir / "config.yaml")
-
-
-def _truncate_metrics_after(path: Path, checkpoint: Path) -> None:
-    """Drop log lines written after the checkpoint we resume from, so curves have no duplicates."""
-    if not path.exists():
-        return
-    cutoff = checkpoint.stat().st_mtime
-    kept = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-            if line.strip() and _log_time(line) <= cutoff]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
-
-
-def _log_time(line: str) -> float:
-    """A log line's time; a line torn by a kill mid-write counts as after any checkpoint (dropped)."""
-    try:
-        return float(json.loads(line).get("time", 0))
-    except (ValueError, AttributeError, TypeError):
-        return math.inf
 
 
 def _flat_config(cfg: RunConfig) -> dict[str, Any]:
@@ -498,8 +403,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.no_finalize and _is_main_process():
-        from training.report import finalize_run
-
         finalize_run(cfg, state.best_epoch)
     return 0
 

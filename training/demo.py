@@ -1,6 +1,6 @@
 """`make demo`: the whole product on the project's own data, offline.
 
-    python -m bench.demo            # what `make demo` runs (inside the venv)
+    python -m training.demo         # what `make demo` runs (inside the venv); also `nabaa-demo`
 
 1. builds (or finds) the embedded backbone,
 2. trains ``configs/demo.yaml`` on ``seeds/`` (resuming an interrupted run; skipped when done),
@@ -27,7 +27,7 @@ def step(title: str) -> None:
 
 
 def train_if_needed(cfg) -> None:
-    from training.train import latest_checkpoint
+    from training.checkpoints import latest_checkpoint
     from training.train import main as train_main
 
     run_dir = cfg.run_dir
@@ -68,7 +68,7 @@ def show_sample(model: Path) -> None:
 
 
 def main() -> int:
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
 
     cfg = load_config(CONFIG)
     step("1/4 embedded backbone")

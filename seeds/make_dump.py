@@ -1,9 +1,9 @@
 """Build an unlabelled article dump of any size by recombining the seeds corpus's paragraphs.
 
-    python -m bench.make_dump --n 1000000 --out dump.jsonl.gz            # seed 0, seeds/articles.jsonl
-    python -m bench.make_dump --n 2000 --out seeds/dump.jsonl.gz --seed 0
-    python -m bench.make_dump --n 50000 --out dump.parquet --seed 3 --corpus seeds/articles.jsonl
-    python -m bench.make_dump --n 10000 --out dump.csv.gz
+    python -m seeds.make_dump --n 1000000 --out dump.jsonl.gz            # seed 0, seeds/articles.jsonl
+    python -m seeds.make_dump --n 2000 --out seeds/dump.jsonl.gz --seed 0
+    python -m seeds.make_dump --n 50000 --out dump.parquet --seed 3 --corpus seeds/articles.jsonl
+    python -m seeds.make_dump --n 10000 --out dump.csv.gz
 
 Each generated article is ``{"id": "d0000001", "title": ..., "text": ..., "source": "synthetic"}``
 and carries no labels. The title is the title of a random corpus article; the text
@@ -388,7 +388,7 @@ def format_report(result: DumpResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.make_dump", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m seeds.make_dump", description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="number of articles (default 1000)")
     parser.add_argument("--out", required=True, help="output file: .jsonl, .csv or .parquet, optionally .gz")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
