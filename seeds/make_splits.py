@@ -1,10 +1,19 @@
 """Build the seeds corpus files from the written parts and split them.
 
-    python seeds/make_splits.py            # parts/*.jsonl -> articles.jsonl, train/dev/test.jsonl
+    python seeds/make_splits.py     # articles.jsonl + parts/part_*.jsonl -> articles.jsonl, train/dev/test.jsonl
 
-The split is deterministic and stratified: articles are grouped by (topic,
-framing), ordered inside each group by the SHA-1 of their id, and dealt out
-70/15/15. The same corpus always gives the same split.
+New writers' parts (``parts/part_<writer>_NN.jsonl``, checked by ``check_part.py``) are added to
+``articles.jsonl`` (an id already there is an error); then the corpus is split.
+
+The split is deterministic and stratified: articles are grouped by (topic, framing), ordered
+inside each group by the SHA-1 of their id, and dealt out. Two generations are dealt separately
+so that growing the corpus never moves an article between splits:
+
+* seeds v1 (writers p1-p6, 420 articles): 70/15/15, exactly the v1 split;
+* seeds v2 (writers p7 and later): 61/15/24, so that the whole corpus reaches a test split of
+  300+ and a dev split of 200+ articles, with v1's 60/60 inside them.
+
+The same corpus always gives the same split.
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SHARES = (("train", 0.70), ("dev", 0.15), ("test", 0.15))
+SHARES = (("train", 0.70), ("dev", 0.15), ("test", 0.15))  # seeds v1
+SHARES_V2 = (("train", 0.61), ("dev", 0.15), ("test", 0.24))
+V1_WRITERS = {"p1", "p2", "p3", "p4", "p5", "p6"}
 FIELDS = ("id", "title", "text", "topic", "stance_gna", "stance_haftar", "date", "outlet_style", "difficulty",
           "hard_kind")
 
@@ -30,7 +41,20 @@ def framing(record: dict) -> str:
     return "neutral"
 
 
+def generation(record: dict) -> str:
+    """``v1`` for the first 420 articles (writers p1-p6), ``v2`` for later writers."""
+    return "v1" if record["id"].split("-")[0] in V1_WRITERS else "v2"
+
+
 def split_of(records: list[dict]) -> dict[str, str]:
+    """``id -> train|dev|test`` for every record (see the module docstring)."""
+    out = {}
+    for gen, shares in (("v1", SHARES), ("v2", SHARES_V2)):
+        out.update(_deal([r for r in records if generation(r) == gen], shares))
+    return out
+
+
+def _deal(records: list[dict], shares: tuple[tuple[str, float], ...]) -> dict[str, str]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
         groups[(r["topic"], framing(r))].append(r)
@@ -38,7 +62,7 @@ def split_of(records: list[dict]) -> dict[str, str]:
     for members in groups.values():
         members.sort(key=lambda r: hashlib.sha1(r["id"].encode()).hexdigest())
         n = len(members)
-        n_dev, n_test = round(n * SHARES[1][1]), round(n * SHARES[2][1])
+        n_dev, n_test = round(n * shares[1][1]), round(n * shares[2][1])
         for i, r in enumerate(members):
             out[r["id"]] = "dev" if i < n_dev else "test" if i < n_dev + n_test else "train"
     return out
@@ -51,10 +75,21 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def main() -> int:
-    parts = sorted((HERE / "parts").glob("part_*.jsonl"))
-    source = parts if parts else [HERE / "articles.jsonl"]
-    records = [json.loads(line) for p in source for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = [{k: r.get(k, "") for k in FIELDS} for r in records]
+    source = [HERE / "articles.jsonl", *sorted((HERE / "parts").glob("part_*.jsonl"))]
+    records: list[dict] = []
+    seen: dict[str, dict] = {}
+    for path in source:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            raw = json.loads(line)
+            record = {k: raw.get(k, "") for k in FIELDS}
+            if record["id"] in seen:  # a part merged before: identical is fine, anything else is an error
+                if seen[record["id"]] != record:
+                    raise SystemExit(f"{path}:{n}: id {record['id']!r} is already in the corpus, with other content")
+                continue
+            seen[record["id"]] = record
+            records.append(record)
     assignment = split_of(records)
     write_jsonl(HERE / "articles.jsonl", records)
     for split, _ in SHARES:

@@ -74,3 +74,37 @@ def test_report_files_exist_and_are_referenced(trained_run: Path) -> None:
     assert "Most confident mistakes" in text
     for task in metrics["tasks"].values():
         assert {"accuracy", "macro_f1", "ece", "ece_uncalibrated", "per_class", "confusion"} <= set(task)
+
+
+def test_fast_macro_f1_matches_scikit_learn() -> None:
+    from sklearn.metrics import f1_score
+
+    from training.metrics import macro_f1_from_ids
+
+    rng = np.random.default_rng(3)
+    gold, pred = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    expected = f1_score(gold, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0)
+    assert macro_f1_from_ids(gold, pred, 4) == pytest.approx(expected)
+
+
+def test_paired_bootstrap_separates_a_better_system_from_a_tie() -> None:
+    from training.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    gold = rng.integers(0, 3, 300)
+    good = np.where(rng.random(300) < 0.9, gold, (gold + 1) % 3)  # ~90 % right
+    poor = np.where(rng.random(300) < 0.6, gold, (gold + 1) % 3)  # ~60 % right
+    better = paired_bootstrap({"t": gold}, {"t": good}, {"t": poor}, {"t": 3}, n_resamples=300)
+    assert better["mean"]["low"] > 0 and better["t"]["p_better"] == 1.0
+    tie = paired_bootstrap({"t": gold}, {"t": good}, {"t": good.copy()}, {"t": 3}, n_resamples=300)
+    assert tie["mean"]["diff"] == 0 and tie["mean"]["low"] <= 0 <= tie["mean"]["high"]
+
+
+def test_paired_bootstrap_leaves_unlabelled_rows_out() -> None:
+    from training.metrics import paired_bootstrap
+
+    gold = np.array([0, 1, 0, 1, -100, -100] * 20)
+    right = np.array([0, 1, 0, 1, 1, 1] * 20)
+    wrong_only_where_unlabelled = np.array([0, 1, 0, 1, 0, 0] * 20)
+    r = paired_bootstrap({"t": gold}, {"t": right}, {"t": wrong_only_where_unlabelled}, {"t": 2}, n_resamples=100)
+    assert r["mean"]["diff"] == 0 and r["mean"]["low"] == r["mean"]["high"] == 0

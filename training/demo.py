@@ -82,8 +82,12 @@ def main() -> int:
     step("4/4 one prediction")
     show_sample(best)
     test = json.loads((report / "test" / "metrics.json").read_text(encoding="utf-8"))
+    base = test.get("baseline", {})
+    ci = base.get("model_minus_baseline", {}).get("mean")
     print("\nseeds test, mean macro-F1: model "
-          f"{test['mean_macro_f1']:.3f}, TF-IDF baseline {test.get('baseline', {}).get('mean_macro_f1', float('nan')):.3f}")
+          f"{test['mean_macro_f1']:.3f}, TF-IDF baseline {base.get('mean_macro_f1', float('nan')):.3f}"
+          + (f" (difference {ci['diff']:+.3f}, paired bootstrap 95 % CI [{ci['low']:+.3f}, {ci['high']:+.3f}])"
+             if ci else ""))
     print(f"\nmodel:   {best}  (load with inference.Classifier.from_pretrained)")
     print(f"reports: {report / 'test' / 'report.md'}, {report / 'dev' / 'report.md'} (+ PNG figures)")
     print(f"scores:  {scores} (+ .errors.jsonl, .summary.json)")

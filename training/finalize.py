@@ -68,11 +68,16 @@ def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any
                                                  split_name=split, baseline_model=baseline,
                                                  scored=dev_scored if split == "dev" else None)
                 print(f"{split}: mean macro-F1 {results[split]['mean_macro_f1']:.4f}"
-                      + (f" (TF-IDF baseline {results[split]['baseline']['mean_macro_f1']:.4f})"
-                         if "baseline" in results[split] else "")
+                      + (_versus_baseline(results[split]['baseline']) if "baseline" in results[split] else "")
                       + f"; report {run_dir / 'report' / split / 'report.md'}")
     _write_atomic(best / "README.md", model_card(cfg, clf, results, best_epoch))
     return results
+
+
+def _versus_baseline(baseline: dict[str, Any]) -> str:
+    d = baseline["model_minus_baseline"]["mean"]
+    return (f" (TF-IDF baseline {baseline['mean_macro_f1']:.4f}; difference {d['diff']:+.4f}, "
+            f"95 % CI [{d['low']:+.4f}, {d['high']:+.4f}])")
 
 
 def model_card(cfg: RunConfig, clf: Classifier, results: dict[str, Any], best_epoch: int | None) -> str:
