@@ -18,6 +18,7 @@ import torch
 from inference.quantize import quantize_int8
 from model import hardware
 from model.hardware import auto_uses_bf16
+from model.lexical import LexicalModel, fuse
 from model.modeling import MultiTaskClassifier
 from model.preprocess import EmptyTextError, Preprocessing, aggregate_windows
 from model.schema import Task
@@ -36,7 +37,8 @@ class Classifier:
     """A loaded nabaa model that owns its labels, preprocessing and calibration.
 
     Scores are calibrated probabilities (temperature scaling fitted on dev at the
-    end of training) when the folder has ``calibration.json``.
+    end of training) when the folder has ``calibration.json``; where that file gives a task a
+    ``lexical_weight``, the folder's TF-IDF model (``lexical.*``) is mixed into its scores.
     """
 
     def __init__(
@@ -50,8 +52,9 @@ class Classifier:
         max_batch_tokens: int = 16384,
         text_field: str = "text",
         title_field: str = "title",
+        lexical: LexicalModel | None = None,
     ):
-        self.model, self.tokenizer, self.pre = model, tokenizer, pre
+        self.model, self.tokenizer, self.pre, self.lexical = model, tokenizer, pre, lexical
         self.calibration = calibration or {}
         self.device = torch.device(device)
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
@@ -100,7 +103,9 @@ class Classifier:
         torch_dtype = _resolve_dtype(dtype, device)
         if quantize is None:
             model = model.to(device=device, dtype=torch_dtype)
-        return cls(model.eval(), tokenizer, pre, calibration, device, batch_size, max_batch_tokens, **kwargs)
+        lexical = LexicalModel.load(path) if any(c.get("lexical_weight") for c in calibration.values()) else None
+        return cls(model.eval(), tokenizer, pre, calibration, device, batch_size, max_batch_tokens,
+                   lexical=lexical, **kwargs)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -126,7 +131,8 @@ class Classifier:
     def predict_proba_prepared(self, prepared: Sequence[str]) -> dict[str, np.ndarray]:
         """Calibrated probabilities for texts already passed through :meth:`prepare`."""
         raw = self.logits_prepared(prepared)
-        return {name: _softmax(value / self.temperature(name)) for name, value in raw.items()}
+        fused = self.fused_logits(raw, prepared)
+        return {name: _softmax(value / self.temperature(name)) for name, value in fused.items()}
 
     def labels(self, task: str) -> list[str]:
         return list(next(t for t in self.tasks if t.name == task).labels)
@@ -149,10 +155,23 @@ class Classifier:
     def logits(self, texts: Sequence[Text], calibrated: bool = True) -> dict[str, np.ndarray]:
         """Article logits per task (window logits aggregated), optionally temperature-scaled."""
         prepared = [self._prepare(item, i) for i, item in enumerate(texts)]
-        raw = self.logits_prepared(prepared)
+        raw = self.fused_logits(self.logits_prepared(prepared), prepared)
         if calibrated:
             raw = {name: value / self.temperature(name) for name, value in raw.items()}
         return raw
+
+    def fused_logits(self, raw: dict[str, np.ndarray], prepared: Sequence[str]) -> dict[str, np.ndarray]:
+        """The transformer's article logits mixed with the folder's lexical (TF-IDF) model, per
+        task by the ``lexical_weight`` fitted on dev; unchanged for tasks with weight 0 or
+        folders without a lexical model (see :mod:`model.lexical`)."""
+        weights = {name: self.lexical_weight(name) for name in raw}
+        if self.lexical is None or not any(weights.values()):
+            return raw
+        lexical = self.lexical.log_proba(prepared)
+        return {name: fuse(value, lexical[name], weights[name]) for name, value in raw.items()}
+
+    def lexical_weight(self, task: str) -> float:
+        return float(self.calibration.get(task, {}).get("lexical_weight", 0.0))
 
     def temperature(self, task: str) -> float:
         return float(self.calibration.get(task, {}).get("temperature", 1.0))

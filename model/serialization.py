@@ -7,7 +7,9 @@ A model folder is a ``save_pretrained`` folder plus nabaa's own files::
       model.safetensors    weights (safetensors only; pickle is refused)
       tokenizer*.json      the tokenizer
       preprocess.json      normalisation, prefix, windows, aggregation
-      calibration.json     per-task temperature (when calibrated)
+      calibration.json     per-task temperature and lexical weight (when calibrated)
+      lexical.json         TF-IDF vocabularies (optional; see model/lexical.py)
+      lexical.safetensors  TF-IDF idf weights and per-task linear layers (optional)
       run_config.yaml      the resolved training config
       README.md            model card
 

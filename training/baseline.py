@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.pipeline import FeatureUnion
 
-from model.arabic import normalize_arabert_v02
+from model.lexical import FEATURE_SETS, LexicalModel, lexical_text
 from model.modeling import IGNORE_INDEX
 from model.schema import Task
 from training.data import Article
@@ -29,49 +29,70 @@ from training.metrics import mean_macro_f1, task_metrics
 
 def _text(article: Article) -> str:
     # The transformer's prefix ("passage: ") would only add a constant feature.
-    return normalize_arabert_v02(article.prepared)
+    return lexical_text(article.prepared)
 
 
-def make_pipeline(seed: int = 0) -> Pipeline:
-    features = FeatureUnion([
-        ("words", TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=200_000, sublinear_tf=True)),
-        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, max_features=300_000,
-                                  sublinear_tf=True)),
+def make_features() -> FeatureUnion:
+    """Word 1-2-grams and character 2-5-grams (the sets of :data:`model.lexical.FEATURE_SETS`)."""
+    words, chars = FEATURE_SETS["words"], FEATURE_SETS["chars"]
+    return FeatureUnion([
+        ("words", TfidfVectorizer(**words, min_df=2, max_features=200_000, sublinear_tf=True)),
+        ("chars", TfidfVectorizer(**chars, min_df=2, max_features=300_000, sublinear_tf=True)),
     ])
+
+
+def make_classifier(seed: int = 0) -> LogisticRegression:
     # balanced class weights: stance labels are skewed and macro-F1 is the metric.
-    clf = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced", random_state=seed)
-    return Pipeline([("tfidf", features), ("lr", clf)])
+    return LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced", random_state=seed)
 
 
 class Baseline:
-    """One TF-IDF + logistic-regression pipeline per task."""
+    """TF-IDF features fitted once on the training texts, one logistic regression per task."""
 
     def __init__(self, tasks: Sequence[Task], seed: int = 0):
         self.tasks, self.seed = list(tasks), seed
-        self.pipelines: dict[str, Pipeline] = {}
+        self.features: FeatureUnion | None = None
+        self.classifiers: dict[str, LogisticRegression] = {}
 
     def fit(self, train: Sequence[Article]) -> Baseline:
-        texts = [_text(a) for a in train]
+        self.features = make_features()
+        x = self.features.fit_transform([_text(a) for a in train])
         for column, task in enumerate(self.tasks):
             keep = [i for i, a in enumerate(train) if a.labels[column] != IGNORE_INDEX]
             y = [train[i].labels[column] for i in keep]
             if len(set(y)) < 2:
                 continue  # a single observed class: nothing to learn; predict() falls back to it
-            self.pipelines[task.name] = make_pipeline(self.seed).fit([texts[i] for i in keep], y)
+            self.classifiers[task.name] = make_classifier(self.seed).fit(x[keep], y)
         return self
 
     def predict_proba(self, articles: Sequence[Article]) -> dict[str, np.ndarray]:
-        texts = [_text(a) for a in articles]
+        x = self.features.transform([_text(a) for a in articles]) if self.features and articles else None
         out = {}
         for task in self.tasks:
             probs = np.zeros((len(articles), len(task.labels)))
-            pipe = self.pipelines.get(task.name)
-            if pipe is not None and texts:
-                probs[:, pipe.classes_] = pipe.predict_proba(texts)
+            lr = self.classifiers.get(task.name)
+            if lr is not None and x is not None:
+                probs[:, lr.classes_] = lr.predict_proba(x)
             else:
                 probs[:, 0] = 1.0
             out[task.name] = probs
         return out
+
+    def to_lexical(self) -> LexicalModel | None:
+        """The fitted baseline as a :class:`model.lexical.LexicalModel` (saved into model folders,
+        no pickle); ``None`` if some task could not be fitted."""
+        if self.features is None or len(self.classifiers) < len(self.tasks):
+            return None
+        vectorizers = dict(self.features.transformer_list)
+        vocabularies, idf = {}, {}
+        for name in FEATURE_SETS:
+            vocab = vectorizers[name].vocabulary_
+            terms = [""] * len(vocab)
+            for term, i in vocab.items():
+                terms[i] = term
+            vocabularies[name], idf[name] = terms, vectorizers[name].idf_
+        layers = {t: (lr.coef_, lr.intercept_, lr.classes_) for t, lr in self.classifiers.items()}
+        return LexicalModel.from_linear(vocabularies, idf, layers, {t.name: len(t.labels) for t in self.tasks})
 
     def evaluate(self, articles: Sequence[Article]) -> dict[str, dict[str, Any]]:
         probs = self.predict_proba(articles)

@@ -87,6 +87,9 @@ class TrainArgs:
     report_to: list[str] = field(default_factory=list)  # e.g. [tensorboard]
     calibrate: bool = True
     baseline: bool = True  # TF-IDF + logistic regression beside the model in reports
+    # Save the TF-IDF model in best/ and mix it into each task's scores with a weight chosen on dev
+    # (0 where it does not help); see model/lexical.py.
+    fuse_lexical: bool = True
     final_report: bool = True
 
 

@@ -67,6 +67,7 @@ def evaluate_folder(
         articles = load_labelled(data_file, data, clf.tasks, clf.pre)
         scored = articles, clf.logits_prepared([a.prepared for a in articles])
     articles, raw = scored
+    fused = clf.fused_logits(raw, [a.prepared for a in articles])  # what users get: lexical mix included
     baseline_train = baseline_train if baseline_train is not None else data.train_file or None
     if baseline_model is None:
         baseline_model = fit_baseline(clf, baseline_train, data)
@@ -77,8 +78,8 @@ def evaluate_folder(
     for column, task in enumerate(clf.tasks):
         keep = np.array([a.labels[column] != IGNORE_INDEX for a in articles], dtype=bool)
         gold = np.array([a.labels[column] for a in articles])[keep]
-        uncal = _softmax(raw[task.name])[keep]
-        cal = _softmax(raw[task.name] / clf.temperature(task.name))[keep]
+        uncal = _softmax(fused[task.name])[keep]
+        cal = _softmax(fused[task.name] / clf.temperature(task.name))[keep]
         metrics = task_metrics(gold.tolist(), cal.argmax(axis=1).tolist(), task.labels, cal)
         metrics["ece_uncalibrated"] = expected_calibration_error(gold, uncal) if len(gold) else float("nan")
         metrics["temperature"] = clf.temperature(task.name)
@@ -90,7 +91,7 @@ def evaluate_folder(
     if baseline:
         report["baseline"] = {"train_file": baseline_train, "mean_macro_f1": mean_macro_f1(baseline),
                               "tasks": {t: _brief(m) for t, m in baseline.items()},
-                              "model_minus_baseline": _paired_interval(clf, articles, raw, baseline_model)}
+                              "model_minus_baseline": _paired_interval(clf, articles, fused, baseline_model)}
     curves = plots.curves_png(out_dir / "training_curves.png", model_dir.parent / "metrics.jsonl")
     _write_json(out_dir / "metrics.json", report)
     (out_dir / "report.md").write_text(
@@ -99,14 +100,14 @@ def evaluate_folder(
     return report
 
 
-def _paired_interval(clf: Classifier, articles: Sequence[Article], raw: dict[str, np.ndarray],
+def _paired_interval(clf: Classifier, articles: Sequence[Article], logits: dict[str, np.ndarray],
                      baseline_model: Baseline) -> dict[str, Any]:
     """Paired bootstrap 95 % interval of model − baseline macro-F1 (per task and mean) on these
     articles: with a few hundred articles one article moves a score by a third of a point, so a
     difference means something only when its interval excludes 0."""
     base_probs = baseline_model.predict_proba(articles)
     gold = {t.name: np.array([a.labels[c] for a in articles]) for c, t in enumerate(clf.tasks)}
-    model_pred = {t.name: raw[t.name].argmax(axis=1) for t in clf.tasks}  # temperature keeps the argmax
+    model_pred = {t.name: logits[t.name].argmax(axis=1) for t in clf.tasks}  # temperature keeps the argmax
     base_pred = {t.name: base_probs[t.name].argmax(axis=1) for t in clf.tasks}
     return paired_bootstrap(gold, model_pred, base_pred, {t.name: len(t.labels) for t in clf.tasks},
                             ignore=IGNORE_INDEX)

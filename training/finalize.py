@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 
 from inference.classifier import Classifier, _softmax
+from model.lexical import fuse
 from model.modeling import IGNORE_INDEX
 from model.serialization import CALIBRATION_FILE
 from training.calibration import fit_temperature
 from training.config import RunConfig
 from training.data import load_labelled
 from training.evaluate import evaluate_folder, fit_baseline
-from training.metrics import expected_calibration_error
+from training.metrics import expected_calibration_error, task_metrics
 
 
 def score_file(clf: Classifier, path: str, cfg: RunConfig) -> tuple[list, dict[str, np.ndarray]]:
@@ -30,15 +31,22 @@ def score_file(clf: Classifier, path: str, cfg: RunConfig) -> tuple[list, dict[s
     return articles, clf.logits_prepared([a.prepared for a in articles])
 
 
-def calibrate(clf: Classifier, dev: list, raw: dict[str, np.ndarray], dev_file: str) -> dict[str, Any]:
-    """Fit one temperature per task on dev article logits; return ``calibration.json`` content."""
+def calibrate(clf: Classifier, dev: list, raw: dict[str, np.ndarray], dev_file: str,
+              lexical: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Per task: the lexical weight (when ``lexical`` dev log-probabilities are given) chosen on dev
+    macro-F1, then one temperature fitted on dev article logits (fused with that weight); return
+    ``calibration.json`` content."""
     out = {}
     for column, task in enumerate(clf.tasks):
         keep = np.array([a.labels[column] != IGNORE_INDEX for a in dev], dtype=bool)
-        gold, logits = np.array([a.labels[column] for a in dev])[keep], raw[task.name][keep]
+        gold = np.array([a.labels[column] for a in dev])[keep]
+        weight = choose_lexical_weight(raw[task.name][keep], lexical[task.name][keep], gold, task.labels) \
+            if lexical is not None and len(gold) else 0.0
+        logits = fuse(raw[task.name], lexical[task.name] if lexical is not None else None, weight)[keep]
         t = fit_temperature(logits, gold)
         out[task.name] = {
             "temperature": round(t, 5),
+            "lexical_weight": weight,
             "dev_ece_before": round(expected_calibration_error(gold, _softmax(logits)), 5) if len(gold) else None,
             "dev_ece_after": round(expected_calibration_error(gold, _softmax(logits / t)), 5) if len(gold) else None,
             "fitted_on": dev_file,
@@ -47,8 +55,20 @@ def calibrate(clf: Classifier, dev: list, raw: dict[str, np.ndarray], dev_file: 
     return out
 
 
+LEXICAL_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(10))  # 0 … 0.9: the transformer always has a say
+
+
+def choose_lexical_weight(logits: np.ndarray, lexical: np.ndarray, gold: np.ndarray, labels: Sequence[str]) -> float:
+    """The weight of the lexical model that gives the best dev macro-F1 (the smallest such weight
+    on ties, so the lexical part is used only where it helps)."""
+    scores = [task_metrics(gold.tolist(), fuse(logits, lexical, w).argmax(axis=1).tolist(), labels)["macro_f1"]
+              for w in LEXICAL_WEIGHTS]
+    return LEXICAL_WEIGHTS[int(np.argmax(scores))]
+
+
 def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any]:
-    """Calibrate ``best/``, write reports under ``report/`` and the model card; return metrics."""
+    """Calibrate ``best/`` (and fuse the lexical model), write reports under ``report/`` and the
+    model card; return metrics."""
     run_dir = cfg.run_dir
     best = run_dir / "best"
     if not (best / "config.json").exists():
@@ -56,22 +76,37 @@ def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any
         return {}
     clf = Classifier.from_pretrained(best, device="auto", keep_freed_memory=True)
     dev_scored = score_file(clf, cfg.data.dev_file, cfg)  # scored once: calibration and the dev report
+    wants_baseline = cfg.train.baseline or cfg.train.fuse_lexical
+    baseline = fit_baseline(clf, cfg.data.train_file, cfg.data) if wants_baseline else None
+    lexical = baseline.to_lexical() if baseline is not None and cfg.train.fuse_lexical else None
+    if lexical is not None:
+        lexical.save(best)
+        clf.lexical = lexical
     if cfg.train.calibrate:
-        clf.calibration = calibrate(clf, *dev_scored, cfg.data.dev_file)
+        dev_lexical = lexical.log_proba([a.prepared for a in dev_scored[0]]) if lexical is not None else None
+        clf.calibration = calibrate(clf, *dev_scored, cfg.data.dev_file, dev_lexical)
         _write_atomic(best / CALIBRATION_FILE, json.dumps(clf.calibration, indent=2) + "\n")
     results: dict[str, Any] = {}
     if cfg.train.final_report:
-        baseline = fit_baseline(clf, cfg.data.train_file, cfg.data) if cfg.train.baseline else None
         for split, path in (("dev", cfg.data.dev_file), ("test", cfg.data.test_file)):
             if path:
                 results[split] = evaluate_folder(best, path, run_dir / "report" / split, data=cfg.data, clf=clf,
-                                                 split_name=split, baseline_model=baseline,
+                                                 split_name=split,
+                                                 baseline_model=baseline,
                                                  scored=dev_scored if split == "dev" else None)
                 print(f"{split}: mean macro-F1 {results[split]['mean_macro_f1']:.4f}"
                       + (_versus_baseline(results[split]['baseline']) if "baseline" in results[split] else "")
                       + f"; report {run_dir / 'report' / split / 'report.md'}")
     _write_atomic(best / "README.md", model_card(cfg, clf, results, best_epoch))
     return results
+
+
+def _lexical_line(clf: Classifier) -> str:
+    weights = {t.name: clf.lexical_weight(t.name) for t in clf.tasks}
+    if clf.lexical is None or not any(weights.values()):
+        return "- no lexical (TF-IDF) model mixed into the scores"
+    mix = ", ".join(f"{name} {w:.1f}" for name, w in weights.items())
+    return f"- a TF-IDF + logistic-regression model (`lexical.*`) is mixed into the scores, weight per task chosen on dev: {mix}"
 
 
 def _versus_baseline(baseline: dict[str, Any]) -> str:
@@ -99,6 +134,7 @@ def model_card(cfg: RunConfig, clf: Classifier, results: dict[str, Any], best_ep
         + (f", test `{cfg.data.test_file}`" if cfg.data.test_file else ""),
         f"- {cfg.train.epochs} epoch(s) max, lr {cfg.train.learning_rate}, batch {cfg.train.batch_size}, "
         f"seed {cfg.train.seed}; best epoch {best_epoch}",
+        _lexical_line(clf),
         "- scores are calibrated by per-task temperature scaling fitted on dev (`calibration.json`)"
         if clf.calibration else "- scores are not calibrated", "",
         "## Metrics", "",
