@@ -40,6 +40,10 @@ HARD_KINDS = {
                     "(`favor`/`none` or `none`/`favor`)",
     "neutral_use_of_names": "official names and titles of both camps (\"the national army\", \"the legitimate "
                             "government\") used as plain designations in neutral copy",
+    "war_as_background": "a society, economy or health story set against the war (shelled districts, displaced "
+                         "families, power cuts): the topic is the story, not the fighting",
+    "quiet_framing": "the stance shows only in titles given or withheld, which body is called \"the government\" or "
+                     "\"the army\", what an operation is called; no loud words",
 }
 WRITERS = {
     "p1": "Apr–Dec 2019, the offensive on Tripoli",
@@ -48,6 +52,11 @@ WRITERS = {
     "p4": "2021, unity government and elections",
     "p5": "Fezzan and the south, 2019–2021",
     "p6": "the east and the central coast, 2019–2021",
+    "p7": "Tripoli and the west during the war on Tripoli, Apr 2019–Jun 2020",
+    "p8": "politics and diplomacy 2019–2021 (Berlin, 5+5, LPDF, GNU, elections)",
+    "p9": "economy with political actors (NOC, blockade, central bank, power, prices)",
+    "p10": "health and society with the war as background (COVID-19, hospitals, schools, migrants)",
+    "p11": "regions beyond Tripoli (south, east, centre, mountains), with long analyses",
 }
 
 
@@ -159,6 +168,8 @@ def compute(with_tokens: bool = True) -> str:
 
     add("\n### Writer × split\n")
     add(crosstab(records, split_of, lambda r: r["id"].split("-")[0], list(WRITERS)))
+    add("\n### Generation × split (v1: writers p1–p6; v2: p7 and later; `make_splits.py` deals each separately)\n")
+    add(crosstab(records, split_of, make_splits.generation, ["v1", "v2"]))
     add("\n### Topic × split\n")
     add(crosstab(records, split_of, lambda r: r["topic"], ["military", "politics", "economy", "health", "society"]))
     for task in ("stance_gna", "stance_haftar"):
@@ -168,6 +179,13 @@ def compute(with_tokens: bool = True) -> str:
     joint = Counter((r["stance_gna"], r["stance_haftar"]) for r in records)
     labels = ("favor", "against", "none")
     add(table(["gna \\ haftar", *labels], [[f"`{g}`", *(joint[(g, h)] for h in labels)] for g in labels]))
+    add("\n### Topic × stance pair (stance_gna/stance_haftar, whole corpus)\n")
+    pairs = [f"{g}/{h}" for g in labels for h in labels if g == h == "none" or g != h]
+    tp = Counter((r["topic"], f"{r['stance_gna']}/{r['stance_haftar']}") for r in records)
+    add(table(["topic", *pairs, "all"], [[f"`{t}`", *(tp[(t, p)] for p in pairs), sum(tp[(t, p)] for p in pairs)]
+                                          for t in ("military", "politics", "economy", "health", "society")]))
+    nn = joint[("none", "none")]
+    add(f"\nnone/none: {nn} of {len(records)} articles ({nn / len(records):.0%}).")
     add("\n### Framing × split (the stratum of seeds/make_splits.py)\n")
     add(crosstab(records, split_of, framing, ["pro-GNA", "pro-Haftar", "neutral"]))
     add("\n### Framing × topic (whole corpus)\n")
@@ -193,10 +211,12 @@ def compute(with_tokens: bool = True) -> str:
     groups: dict[str, list[float]] = {"all": [words(r) for r in records]}
     groups |= {s: [words(r) for r in shipped[s]] for s in SPLITS}
     add(table(["", "n", "min", "p10", "median", "p90", "max", "mean"], length_rows(groups)))
-    long_rows = [[s, sum(words(r) > 430 for r in recs), sum(words(r) >= 450 for r in recs)]
+    bins = ((0, 150), (151, 400), (401, 700), (701, 10**9))
+    long_rows = [[s, *(sum(lo <= words(r) <= hi for r in recs) for lo, hi in bins),
+                  sum(words(r) > 430 for r in recs), sum(words(r) >= 450 for r in recs)]
                  for s, recs in [("all", records), *shipped.items()]]
     add("")
-    add(table(["", "> 430 words", "≥ 450 words"], long_rows))
+    add(table(["", "≤ 150 words", "151–400", "401–700", "> 700", "> 430 words", "≥ 450 words"], long_rows))
     paragraphs = [len(r["text"].split("\n")) for r in records]
     q = quantiles(paragraphs)
     add(f"\nParagraphs per article: min {q['min']}, median {q['median']}, max {q['max']}, "

@@ -101,3 +101,25 @@ def test_make_dump_formats_hold_the_same_articles(tmp_path: Path, name: str) -> 
     jsonl = make_dump(tmp_path / "d.jsonl", 50, seed=1, progress=False)
     other = make_dump(tmp_path / name, 50, seed=1, progress=False)
     assert [r.data for r in iter_records(other.path)] == [r.data for r in iter_records(jsonl.path)]
+
+
+def test_splits_are_big_enough_to_decide_and_keep_v1_in_place(seeds: dict[str, list[dict]],
+                                                             make_splits: ModuleType) -> None:
+    assert len(seeds["test"]) >= 300 and len(seeds["dev"]) >= 200
+    v1 = [r for r in seeds["articles"] if make_splits.generation(r) == "v1"]
+    assert len(v1) == 420
+    # v1 is dealt alone, exactly as before v2 existed: its 60 dev / 60 test articles stay put
+    assert make_splits._deal(v1, make_splits.SHARES) == {
+        r["id"]: s for s in SPLITS for r in seeds[s] if make_splits.generation(r) == "v1"}
+    assert Counter(make_splits._deal(v1, make_splits.SHARES).values()) == {"train": 300, "dev": 60, "test": 60}
+
+
+def test_v2_label_shares_are_close_to_real_coverage(seeds: dict[str, list[dict]]) -> None:
+    records = seeds["articles"]
+    none_none = sum(r["stance_gna"] == r["stance_haftar"] == "none" for r in records) / len(records)
+    assert 0.3 <= none_none <= 0.45
+    words = [len(r["text"].split()) for r in records]
+    assert min(words) <= 80 and max(words) >= 800, "lengths spread from briefs to long analyses"
+    assert sum(w > 700 for w in words) >= 50
+    kinds = Counter(r["hard_kind"] for r in records)
+    assert kinds["war_as_background"] >= 50 and kinds["quiet_framing"] >= 50
