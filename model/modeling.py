@@ -97,7 +97,7 @@ class MultiTaskClassifier(PreTrainedModel):
     """Encoder → pooling (CLS or attention-masked mean) → per-task dropout + linear head.
 
     ``labels`` is ``[batch, n_tasks]`` with :data:`IGNORE_INDEX` where a record has
-    no label for a task, so that head gets no gradient from it.
+    no label for a task, so that head gets no gradient from it (a zero one, see :meth:`loss`).
     """
 
     config_class = MultiTaskConfig
@@ -154,16 +154,25 @@ class MultiTaskClassifier(PreTrainedModel):
         return MultiTaskOutput(loss=loss, logits=logits)
 
     def loss(self, logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Σ task weight × mean cross-entropy over the records labelled for that task."""
+        """Σ task weight × mean cross-entropy over the records labelled for that task.
+
+        Every head is part of the loss graph in every batch: a task with no label in the
+        batch adds a zero-weighted term, so its head gets a zero gradient rather than none.
+        DDP (``find_unused_parameters=False``) otherwise fails on the next step, and a batch
+        with no label at all could not be back-propagated.
+
+        >>> model.loss({"topic": torch.zeros(1, 3, requires_grad=True)}, torch.tensor([[-100]]))  # doctest: +SKIP
+        tensor(0., grad_fn=<AddBackward0>)
+        """
         total = logits[next(iter(logits))].new_zeros(())
         for column, task in enumerate(self.config.tasks):
-            target = labels[:, column]
+            target, task_logits = labels[:, column], logits[task["name"]]
             if not (target != IGNORE_INDEX).any():
-                continue  # nothing labelled for this head in the batch: contributes no gradient
-            weights = getattr(self, f"class_weights_{task['name']}").to(logits[task["name"]].dtype)
-            ce = nn.functional.cross_entropy(
-                logits[task["name"]], target, weight=weights, ignore_index=IGNORE_INDEX
-            )
+                # cross_entropy over zero labelled records is NaN; a zero term keeps the head in the graph
+                total = total + task_logits.sum() * 0.0
+                continue
+            weights = getattr(self, f"class_weights_{task['name']}").to(task_logits.dtype)
+            ce = nn.functional.cross_entropy(task_logits, target, weight=weights, ignore_index=IGNORE_INDEX)
             total = total + task.get("weight", 1.0) * ce
         return total
 
