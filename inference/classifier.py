@@ -97,7 +97,7 @@ class Classifier:
             if not str(device).startswith("cpu"):
                 raise ValueError("int8 dynamic quantisation runs on CPU only; use dtype='bf16' on GPU")
             model = quantize_int8(model)
-        torch_dtype = _resolve_dtype(dtype, device)
+        torch_dtype = resolve_dtype(dtype, device)
         if quantize is None:
             model = model.to(device=device, dtype=torch_dtype)
         return cls(model.eval(), tokenizer, pre, calibration, device, batch_size, max_batch_tokens, **kwargs)
@@ -242,7 +242,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """The torch dtype a ``dtype`` setting means on ``device`` (``auto``: see :mod:`model.hardware`).
+
+    >>> resolve_dtype("fp32", "cpu")
+    torch.float32
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
         return torch.bfloat16 if auto_uses_bf16(device) else torch.float32
     table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}

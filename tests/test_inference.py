@@ -14,6 +14,7 @@ import pytest
 
 import inference.score as score
 from inference import Classifier
+from inference.writers import json_line
 from tests.conftest import ROOT, run, seed_records, write_jsonl
 
 
@@ -167,6 +168,96 @@ def test_resume_after_torn_journal_equals_uninterrupted(model_dir: Path, dump: P
     assert out.read_bytes() == full.read_bytes()
     assert not journal.exists()
     assert score.run_scoring(args) == (None, 0)  # resuming a finished run is a no-op
+
+
+def write_shard_journals(args: score.ScoreArgs, clf: Classifier, n: int) -> list[int]:
+    """Journals as ``n`` processes leave them when every shard is done; return each shard's size."""
+    sizes = []
+    for k in range(n):
+        records = list(score.iter_records(args.input, shard=(k, n)))
+        entries = score.score_buffer(records, args, clf)
+        score.journal_path(Path(args.output), k, n).write_text("".join(json_line(e) for e in entries),
+                                                              encoding="utf-8")
+        sizes.append(len(records))
+    return sizes
+
+
+def test_merge_of_uneven_shards_equals_one_process(model_dir: Path, clf: Classifier, dump: Path,
+                                                   tmp_path: Path) -> None:
+    full, three = tmp_path / "full.jsonl", tmp_path / "three.jsonl"
+    score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(full)]))
+    args = score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(three)])
+    sizes = write_shard_journals(args, clf, 3)
+    assert sizes == [14, 13, 13]
+    summary = score.merge(args, clf, 3, read=sizes)
+    assert summary.scored == 40 and three.read_bytes() == full.read_bytes()
+    assert not list(tmp_path.glob("three.jsonl.part-*"))
+
+
+def test_merge_refuses_a_short_journal_and_keeps_the_journals(model_dir: Path, clf: Classifier, dump: Path,
+                                                              tmp_path: Path) -> None:
+    """A short journal used to end the merge early, then every journal was deleted: records of
+    every shard were lost without a word."""
+    out = tmp_path / "out.jsonl"
+    args = score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(out)])
+    sizes = write_shard_journals(args, clf, 3)
+    short = score.journal_path(out, 1, 3)
+    short.write_text("".join(short.read_text(encoding="utf-8").splitlines(keepends=True)[:5]), encoding="utf-8")
+    journals = {p: p.read_bytes() for p in tmp_path.glob("out.jsonl.part-*")}
+    with pytest.raises(score.MergeError, match=r"out.jsonl.part-1-of-3.journal holds 5 record\(s\) but its "
+                                               r"shard has 13 in the input.*journals are kept"):
+        score.merge(args, clf, 3, read=sizes)
+    # Without the shards' counts, the lengths alone give it away.
+    with pytest.raises(score.MergeError, match=r"journal lengths \[14, 5, 13\]"):
+        score.merge(args, clf, 3)
+    assert {p: p.read_bytes() for p in tmp_path.glob("out.jsonl.part-*")} == journals
+    assert not out.exists() and not score.errors_path(out).exists()
+
+
+def _retrain_in_place(model: Path) -> None:
+    """What training does to best/ at a better epoch: same path, same header, new weights."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(model / "model.safetensors")
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, model / "model.safetensors",
+              metadata={"format": "pt"})
+
+
+def _append_record(dump: Path) -> None:
+    with open(dump, "a", encoding="utf-8") as f:
+        f.write('{"id": "late", "text": "خبر وصل متأخرا"}\n')
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda args: _retrain_in_place(Path(args.model)), "model folder contents"),
+        (lambda args: (Path(args.model) / "calibration.json").write_text('{"topic": {"temperature": 2.0}}'),
+         "model folder contents"),
+        (lambda args: setattr(args, "dtype", "bf16"), "precision (--dtype): was 'float32', now 'bfloat16'"),
+        (lambda args: setattr(args, "quantize", "int8"), "quantisation (--quantize): was None, now 'int8'"),
+        (lambda args: _append_record(Path(args.input)), "input file contents"),
+    ],
+    ids=["weights-replaced", "recalibrated", "dtype", "quantize", "input-appended"],
+)
+def test_resume_refuses_a_different_model_precision_or_input(model_dir: Path, dump: Path, tmp_path: Path,
+                                                             change, named: str) -> None:
+    """The journals of one run must not be continued by another: mixing two models or two
+    precisions in one output was silently possible (only the paths were compared)."""
+    import shutil
+
+    model, data = tmp_path / "best", tmp_path / "dump.jsonl"
+    shutil.copytree(model_dir, model)
+    shutil.copy(dump, data)
+    args = score.parse_args(["--model", str(model), "--input", str(data), "--output", str(tmp_path / "out.jsonl"),
+                             "--dtype", "fp32", "--device", "cpu"])
+    assert score.check_start(args, 1) is None  # the run starts (and is killed)
+    args.resume = True
+    assert score.check_start(args, 1) is None  # resuming the same run is fine
+    change(args)
+    problem = score.check_start(args, 1)
+    assert problem is not None and named in problem, problem
+    assert "differs from the interrupted one" in problem
 
 
 @pytest.mark.slow
