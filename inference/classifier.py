@@ -48,14 +48,17 @@ class Classifier:
         device: str | torch.device = "cpu",
         batch_size: int = 64,
         max_batch_tokens: int = 16384,
-        text_field: str = "text",
-        title_field: str = "title",
+        text_field: str | None = None,
+        title_field: str | None = None,
     ):
         self.model, self.tokenizer, self.pre = model, tokenizer, pre
         self.calibration = calibration or {}
         self.device = torch.device(device)
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
-        self.text_field, self.title_field = text_field, title_field
+        # Records are read by the fields the model was trained on (preprocess.json) unless told
+        # otherwise; title_field="" ignores titles.
+        self.text_field = text_field or pre.text_field
+        self.title_field = pre.title_field if title_field is None else (title_field or None)
         self.pad_multiple = PAD_MULTIPLE
         self.tasks: list[Task] = model.config.schema()
 
@@ -166,7 +169,8 @@ class Classifier:
 
     def _prepare(self, item: Text, index: int) -> str:
         if isinstance(item, Mapping):
-            text, title = item.get(self.text_field), item.get(self.title_field)
+            text = item.get(self.text_field)
+            title = item.get(self.title_field) if self.title_field else None
         else:
             text, title = item, None
         try:

@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,9 @@ from tqdm.auto import tqdm
 
 from inference.classifier import Classifier, resolve_dtype
 from inference.writers import RowWriter, json_line, output_format
-from model.preprocess import EmptyTextError
+from model.preprocess import EmptyTextError, Preprocessing
 from model.records import RawRecord, RecordFileError, ShardCount, file_fingerprint, iter_records
-from model.serialization import ModelFolderError, model_fingerprint
+from model.serialization import ModelFolderError, check_model_folder, model_fingerprint
 
 EXIT_OK, EXIT_USAGE, EXIT_BAD_RECORDS, EXIT_INCOMPLETE = 0, 2, 3, 4
 
@@ -54,9 +54,10 @@ class ScoreArgs:
     model: str
     input: str
     output: str
-    text_field: str = "text"
-    id_field: str = "id"
-    title_field: str | None = "title"
+    # None: the model's own (its preprocess.json); title_field "": ignore titles.
+    text_field: str | None = None
+    id_field: str | None = None
+    title_field: str | None = None
     probs: bool = False
     resume: bool = False
     overwrite: bool = False
@@ -157,6 +158,7 @@ def check_record(rec: RawRecord, args: ScoreArgs, clf: Classifier) -> tuple[dict
 
 def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier) -> list[dict[str, Any]]:
     """Journal entries for a buffer of records, in input order (batching is length-sorted inside)."""
+    args = _fields_from(args, clf.pre)  # fields left unset are the model's
     entries, prepared, owners = [], [], []
     for rec in records:
         entry, text = check_record(rec, args, clf)
@@ -300,9 +302,29 @@ IDENTITY = {
 }
 
 
+def with_model_fields(args: ScoreArgs) -> ScoreArgs:
+    """``args`` with the field names left unset taken from the model folder's ``preprocess.json``
+    (the fields it was trained on); ``--title-field ''`` means no title.
+
+    >>> with_model_fields(ScoreArgs(model="runs/demo/best", input="d.jsonl", output="s.jsonl")).text_field  # doctest: +SKIP
+    'text'
+    """
+    return _fields_from(args, Preprocessing.load(check_model_folder(args.model)))
+
+
+def _fields_from(args: ScoreArgs, pre: Preprocessing) -> ScoreArgs:
+    return replace(
+        args,
+        text_field=args.text_field or pre.text_field,
+        id_field=args.id_field or pre.id_field,
+        title_field=(pre.title_field or "") if args.title_field is None else args.title_field,
+    )
+
+
 def run_identity(args: ScoreArgs, n: int, device: str | None = None) -> dict[str, Any]:
     """What decides this run's scores, saved in ``OUTPUT.journal-meta.json``: paths, fingerprints
     of the model folder and of the input, the resolved precision, quantisation, processes, fields."""
+    args = with_model_fields(args)
     return {
         "input": str(Path(args.input).resolve()),
         "input_fingerprint": file_fingerprint(args.input),
@@ -313,7 +335,7 @@ def run_identity(args: ScoreArgs, n: int, device: str | None = None) -> dict[str
         "processes": n,
         "text_field": args.text_field,
         "id_field": args.id_field,
-        "title_field": args.title_field,
+        "title_field": args.title_field or None,
     }
 
 
@@ -366,6 +388,7 @@ def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
     state = PartialState(cpu=use_cpu)
     k, n = state.process_index, state.num_processes
     output_format(args.output)
+    args = with_model_fields(args)
     output = Path(args.output)
     if args.resume and output.exists() and not any(output.parent.glob(f"{output.name}.part-*.journal")):
         if state.is_main_process:
@@ -444,9 +467,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p.add_argument("--model", required=True, help="a trained model folder (e.g. runs/demo/best)")
     p.add_argument("--input", required=True, help=".jsonl, .csv or .parquet, optionally .gz")
     p.add_argument("--output", required=True, help=".jsonl, .csv or .parquet")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--id-field", default="id")
-    p.add_argument("--title-field", default="title", help="'' to ignore titles")
+    p.add_argument("--text-field", default=None, help="default: the field the model was trained on (usually text)")
+    p.add_argument("--id-field", default=None, help="default: the model's (usually id)")
+    p.add_argument("--title-field", default=None, help="default: the model's (usually title); '' ignores titles")
     p.add_argument("--probs", action="store_true", help="also write every label's probability")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -458,9 +481,7 @@ def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p.add_argument("--buffer-size", type=int, default=256,
                    help="records read ahead, length-sorted and journalled together (bounds memory)")
     ns = p.parse_args(argv)
-    values = vars(ns)
-    values["title_field"] = values["title_field"] or None
-    return ScoreArgs(**values)
+    return ScoreArgs(**vars(ns))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -260,6 +260,40 @@ def test_resume_refuses_a_different_model_precision_or_input(model_dir: Path, du
     assert "differs from the interrupted one" in problem
 
 
+def test_field_names_come_from_the_model_folder(model_dir: Path, clf: Classifier, dump: Path,
+                                                tmp_path: Path) -> None:
+    """A model trained on `headline`/`body` used to be scored with `title`/`text`: the title was
+    silently dropped (and the text missing). The names are in preprocess.json now."""
+    import shutil
+
+    renamed = tmp_path / "headline_model"
+    shutil.copytree(model_dir, renamed)
+    pre = json.loads((renamed / "preprocess.json").read_text(encoding="utf-8"))
+    pre.update(text_field="body", title_field="headline", id_field="uid")
+    (renamed / "preprocess.json").write_text(json.dumps(pre), encoding="utf-8")
+    records = read_jsonl(dump)
+    ours = Classifier.from_pretrained(renamed, device="cpu")
+    got = ours.predict_proba([{"headline": r["title"], "body": r["text"]} for r in records[:6]])
+    want = clf.predict_proba([{"title": r["title"], "text": r["text"]} for r in records[:6]])
+    without_title = clf.predict_proba([{"text": r["text"]} for r in records[:6]])
+    for task in want:
+        np.testing.assert_allclose(got[task], want[task], atol=1e-6)
+    assert any(not np.allclose(want[t], without_title[t], atol=1e-4) for t in want)  # the title matters
+    # the scorer reads the same fields, and its flags still override them
+    renamed_dump = write_jsonl(tmp_path / "renamed.jsonl",
+                               [{"uid": r["id"], "headline": r["title"], "body": r["text"]} for r in records])
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert score.run_scoring(score.parse_args(["--model", str(renamed), "--input", str(renamed_dump),
+                                               "--output", str(a)]))[1] == 0
+    score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(b)]))
+    assert a.read_bytes() == b.read_bytes()
+    c = tmp_path / "c.jsonl"
+    assert score.run_scoring(score.parse_args(["--model", str(renamed), "--input", str(dump), "--output", str(c),
+                                               "--text-field", "text", "--title-field", "title",
+                                               "--id-field", "id"]))[1] == 0
+    assert c.read_bytes() == b.read_bytes()
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one(model_dir: Path, dump: Path, tmp_path: Path) -> None:
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from model.modeling import IGNORE_INDEX, MultiTaskClassifier
+from model.modeling import IGNORE_INDEX, BackboneWeightsError, MultiTaskClassifier
 from model.preprocess import Preprocessing
 from model.schema import Task, inverse_frequency_weights
 from model.serialization import ModelFolderError, load_model_folder, save_model_folder
@@ -104,3 +104,31 @@ def test_interrupted_replace_keeps_a_loadable_folder(backbone: str, tmp_path: Pa
 def test_not_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelFolderError, match="no model.safetensors"):
         load_model_folder(tmp_path)
+
+
+def test_backbone_with_only_pickle_weights_is_refused_unless_allowed(backbone: str, tmp_path: Path) -> None:
+    """transformers would torch.load a pytorch_model.bin (a pickle) when no safetensors is there."""
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(backbone, pickled)
+    encoder = AutoModel.from_pretrained(backbone)
+    (pickled / "model.safetensors").unlink()
+    torch.save(encoder.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(BackboneWeightsError, match=r"pytorch_model.bin.*model.allow_pickle_weights=true"):
+        MultiTaskClassifier.from_backbone(str(pickled), TASKS)
+    with pytest.warns(UserWarning, match="pickle"):
+        model = MultiTaskClassifier.from_backbone(str(pickled), TASKS, allow_pickle=True)
+    assert torch.equal(model.encoder.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight)
+
+
+def test_backbone_prefers_safetensors_when_both_exist(backbone: str, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    both = tmp_path / "both"
+    shutil.copytree(backbone, both)
+    torch.save({"poison": torch.zeros(1)}, both / "pytorch_model.bin")
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or {})
+    MultiTaskClassifier.from_backbone(str(both), TASKS)
+    assert loads == []  # the pickle was never opened

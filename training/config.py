@@ -34,7 +34,7 @@ class ModelArgs:
     backbone: str = "tiny"  # hub id, local folder, "embedded:multilingual-e5-small[?vocab=arabic]" or "tiny"
     pooling: str = "cls"  # cls | mean
     head_dropout: float = 0.1
-    normalizer: str = "auto"  # auto (from the backbone name) | none | arabert_v02
+    normalizer: str = "auto"  # auto (from the backbone's tokenizer vocabulary or name) | none | arabert_v02
     text_prefix: str | None = None  # None = from the backbone name ("passage: " for E5)
     max_length: int = 256
     stride: int = 32
@@ -43,6 +43,9 @@ class ModelArgs:
     aggregation: str = "mean"  # mean | max | first
     freeze_embeddings: bool = False  # CPU speed: the embedding matrix is most of a small encoder
     freeze_layers: int = 0  # keep the lowest N encoder layers fixed (less backward work)
+    # Backbone checkpoints with only pickle weights (pytorch_model.bin) are refused: loading a
+    # pickle can run code. true = load them anyway (a checkpoint whose source you trust).
+    allow_pickle_weights: bool = False
     tiny_vocab_size: int = 3000
     tiny_hidden_size: int = 64
     tiny_layers: int = 2

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from model.hardware import auto_uses_bf16, keep_freed_memory
-from model.modeling import IGNORE_INDEX, MultiTaskClassifier
-from model.preprocess import Preprocessing, aggregate_windows, build_preprocessing
+from model.modeling import IGNORE_INDEX, BackboneWeightsError, MultiTaskClassifier
+from model.preprocess import Preprocessing, aggregate_windows, build_preprocessing, default_preprocessing
 from model.schema import Task, inverse_frequency_weights
 from model.serialization import save_model_folder
 from training.checkpoints import TrainerState, latest_checkpoint, prepare_run_dir, save_checkpoint
@@ -106,6 +106,27 @@ def resolve_backbone_folder(cfg: RunConfig, accelerator: Accelerator, train_text
         with accelerator.main_process_first():
             return resolve_backbone(name)
     return name
+
+
+def backbone_and_data(cfg: RunConfig, accelerator: Accelerator) -> tuple[str, Any, Preprocessing, list[Article]]:
+    """The backbone folder, its tokenizer, the preprocessing and the training articles.
+
+    ``normalizer: auto`` is decided from the backbone's tokenizer (see
+    :func:`model.preprocess.default_preprocessing`), so the backbone is resolved first;
+    except ``tiny``, whose tokenizer is trained on the prepared training texts.
+    """
+    if cfg.model.backbone == "tiny":
+        pre = build_preprocessing(cfg.model, cfg.data)
+        train = load_train_split(cfg.data, cfg.tasks, pre)
+        backbone = resolve_backbone_folder(cfg, accelerator, [a.prepared for a in train])
+        return backbone, AutoTokenizer.from_pretrained(backbone), pre, train
+    backbone = resolve_backbone_folder(cfg, accelerator, [])
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    pre = build_preprocessing(cfg.model, cfg.data, tokenizer)
+    if cfg.model.normalizer == "auto":
+        why = default_preprocessing(cfg.model.backbone, tokenizer)["reason"]
+        accelerator.print(f"normalizer auto -> {pre.normalizer} ({why})")
+    return backbone, tokenizer, pre, load_train_split(cfg.data, cfg.tasks, pre)
 
 
 def with_class_weights(tasks: Sequence[Task], train: Sequence[Article]) -> list[Task]:
@@ -195,15 +216,13 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
         prepare_run_dir(cfg, run_dir, resume, checkpoint)
     accelerator.wait_for_everyone()
 
-    pre = build_preprocessing(cfg.model)
-    train = load_train_split(cfg.data, cfg.tasks, pre)
+    backbone, tokenizer, pre, train = backbone_and_data(cfg, accelerator)
     dev = load_labelled(cfg.data.dev_file, cfg.data, cfg.tasks, pre)
     tasks = with_class_weights(cfg.tasks, train)
-    backbone = resolve_backbone_folder(cfg, accelerator, [a.prepared for a in train])
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
     set_seed(cfg.train.seed)  # building a tiny backbone draws from the RNG; a reused one does not
     model = MultiTaskClassifier.from_backbone(backbone, tasks, pooling=cfg.model.pooling,
-                                              head_dropout=cfg.model.head_dropout)
+                                              head_dropout=cfg.model.head_dropout,
+                                              allow_pickle=cfg.model.allow_pickle_weights)
     trainable = freeze(model, cfg.model.freeze_embeddings, cfg.model.freeze_layers)
     train_ds, dev_dl = get_dataloaders(cfg, tokenizer, pre, train, dev)
 
@@ -399,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         state = training_function(cfg, resume=args.resume)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, BackboneWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.no_finalize and _is_main_process():
