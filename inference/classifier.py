@@ -9,6 +9,7 @@ calibration, with ``predict`` / ``predict_proba``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +31,10 @@ Text = str | Mapping[str, Any]
 # padded to its own exact length, a long scoring run kept meeting new shapes and kept growing
 # (+430 MB between 2k and 20k articles). Padding is masked, so results do not change.
 PAD_MULTIPLE = 16
+
+
+class UncalibratedWarning(UserWarning):
+    """The model folder has no calibration for some task: its scores are raw softmax probabilities."""
 
 
 class Classifier:
@@ -103,9 +108,24 @@ class Classifier:
         torch_dtype = resolve_dtype(dtype, device)
         if quantize is None:
             model = model.to(device=device, dtype=torch_dtype)
-        return cls(model.eval(), tokenizer, pre, calibration, device, batch_size, max_batch_tokens, **kwargs)
+        clf = cls(model.eval(), tokenizer, pre, calibration, device, batch_size, max_batch_tokens, **kwargs)
+        if not clf.calibrated:
+            missing = [name for name in clf.task_names if name not in clf.calibration]
+            warnings.warn(f"{path}: uncalibrated: no temperature for {missing} in calibration.json; scores are "
+                          "raw softmax probabilities (calibrate with: python -m training.finalize --config ...)",
+                          UncalibratedWarning, stacklevel=2)
+        return clf
 
     # ------------------------------------------------------------------ public API
+    @property
+    def calibrated(self) -> bool:
+        """Whether every task's scores are temperature-calibrated (``calibration.json``).
+
+        >>> Classifier.from_pretrained("runs/demo/best").calibrated  # doctest: +SKIP
+        True
+        """
+        return all("temperature" in self.calibration.get(name, {}) for name in self.task_names)
+
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]

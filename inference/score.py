@@ -76,6 +76,7 @@ class Summary:
     duplicates: int = 0
     seconds: float = 0.0
     scored_this_run: int = 0
+    calibrated: bool = True
 
     @property
     def per_second(self) -> float:
@@ -418,6 +419,7 @@ def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
         print(f"error: {e}", file=sys.stderr)
         return None, EXIT_INCOMPLETE
     summary.seconds, summary.scored_this_run = time.time() - start, sum(new for new, _ in counts)
+    summary.calibrated = clf.calibrated
     write_summary(args, summary)
     return summary, EXIT_BAD_RECORDS if summary.errors or summary.duplicates else EXIT_OK
 

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
@@ -46,6 +47,7 @@ from model.modeling import IGNORE_INDEX, BackboneWeightsError, MultiTaskClassifi
 from model.preprocess import Preprocessing, aggregate_windows, build_preprocessing, default_preprocessing
 from model.schema import Task, inverse_frequency_weights
 from model.serialization import save_model_folder
+from training.calibration import fit_temperature
 from training.checkpoints import TrainerState, latest_checkpoint, prepare_run_dir, save_checkpoint
 from training.config import ConfigError, RunConfig, load_config
 from training.data import (
@@ -59,7 +61,7 @@ from training.data import (
     window_dataset,
 )
 from training.finalize import finalize_run
-from training.metrics import mean_macro_f1, task_metrics
+from training.metrics import expected_calibration_error, mean_macro_f1, task_metrics
 
 
 @dataclass
@@ -172,11 +174,11 @@ def epoch_loader(cfg: RunConfig, train_ds: Any, tokenizer: Any, epoch: int) -> D
 
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(
-    model: Any, dev_dl: DataLoader, articles: Sequence[Article], tasks: Sequence[Task],
-    pre: Preprocessing, accelerator: Accelerator,
-) -> dict[str, Any]:
-    """Dev metrics per task on article level (window logits aggregated). Runs on every rank."""
+def dev_logits(
+    model: Any, dev_dl: DataLoader, n_articles: int, tasks: Sequence[Task], pre: Preprocessing,
+    accelerator: Accelerator,
+) -> dict[str, torch.Tensor]:
+    """Article logits per task on dev (window logits aggregated as at prediction time). Runs on every rank."""
     model.eval()
     logits: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
     index: list[torch.Tensor] = []
@@ -188,14 +190,55 @@ def evaluate(
         index.append(gathered[1].cpu())
     train_mode(model)
     article_index = torch.cat(index)
+    return {t.name: aggregate_windows(torch.cat(logits[t.name]), article_index, n_articles, pre.aggregation)
+            for t in tasks}
+
+
+def evaluate(
+    model: Any, dev_dl: DataLoader, articles: Sequence[Article], tasks: Sequence[Task],
+    pre: Preprocessing, accelerator: Accelerator, logits: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Dev metrics per task on article level (window logits aggregated). Runs on every rank."""
+    if logits is None:
+        logits = dev_logits(model, dev_dl, len(articles), tasks, pre, accelerator)
     results = {}
     for column, task in enumerate(tasks):
-        agg = aggregate_windows(torch.cat(logits[task.name]), article_index, len(articles), pre.aggregation)
+        agg = logits[task.name]
         gold = torch.tensor([a.labels[column] for a in articles])
         keep = gold != IGNORE_INDEX
         probs = agg.softmax(-1)[keep].numpy()
         results[task.name] = task_metrics(gold[keep].tolist(), agg.argmax(-1)[keep].tolist(), task.labels, probs)
     return results
+
+
+def calibration_of(logits: dict[str, torch.Tensor], articles: Sequence[Article], tasks: Sequence[Task],
+                   fitted_on: str, epoch: int) -> dict[str, Any]:
+    """``calibration.json`` content from dev article logits: one temperature per task.
+
+    ``best/`` gets it when it is saved, so a run killed before finalisation (or run with
+    ``--no-finalize``) still leaves calibrated scores; finalisation refits it on the
+    scores the saved folder gives.
+    """
+    out = {}
+    for column, task in enumerate(tasks):
+        gold = np.array([a.labels[column] for a in articles])
+        keep = gold != IGNORE_INDEX
+        values, gold = logits[task.name].numpy()[keep], gold[keep]
+        t = fit_temperature(values, gold)
+        out[task.name] = {
+            "temperature": round(t, 5),
+            "dev_ece_before": round(expected_calibration_error(gold, _softmax(values)), 5) if len(gold) else None,
+            "dev_ece_after": round(expected_calibration_error(gold, _softmax(values / t)), 5) if len(gold) else None,
+            "fitted_on": fitted_on,
+            "n": int(keep.sum()),
+            "fitted_when": f"training, epoch {epoch}",
+        }
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -338,7 +381,8 @@ def train_mode(model: Any) -> None:
 
 def _end_epoch(model: Any, state: TrainerState, run: RunContext) -> None:
     cfg, accelerator = run.cfg, run.accelerator
-    results = evaluate(model, run.dev_dl, run.dev, run.tasks, run.pre, accelerator)
+    logits = dev_logits(model, run.dev_dl, len(run.dev), run.tasks, run.pre, accelerator)
+    results = evaluate(model, run.dev_dl, run.dev, run.tasks, run.pre, accelerator, logits=logits)
     score = mean_macro_f1(results)
     summary = {name: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]} for name, m in results.items()}
     improved = score > state.best_score
@@ -348,7 +392,7 @@ def _end_epoch(model: Any, state: TrainerState, run: RunContext) -> None:
                       + (" (best so far)" if improved else f" (best {state.best_score:.4f})"))
     if improved:
         state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch + 1, 0
-        _save_best(model, run, score, summary, state.epoch + 1)
+        _save_best(model, run, score, summary, state.epoch + 1, logits)
     else:
         state.bad_epochs += 1
     state.history.append({"epoch": state.epoch + 1, "dev_mean_macro_f1": score})
@@ -359,17 +403,20 @@ def _end_epoch(model: Any, state: TrainerState, run: RunContext) -> None:
     save_checkpoint(accelerator, run.run_dir, state, cfg.train.keep_checkpoints)
 
 
-def _save_best(model: Any, run: RunContext, score: float, summary: dict, epoch: int) -> None:
+def _save_best(model: Any, run: RunContext, score: float, summary: dict, epoch: int,
+               logits: dict[str, torch.Tensor]) -> None:
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         cfg = run.cfg
         card = {"epoch": epoch, "dev_mean_macro_f1": score, "dev": summary}
+        calibration = calibration_of(logits, run.dev, run.tasks, cfg.data.dev_file, epoch) if cfg.train.calibrate else None
         save_model_folder(
             run.run_dir / "best",
             accelerator.unwrap_model(model),
             run.tokenizer,
             run.pre,
+            calibration=calibration,
             run_config_yaml=yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False),
             extra_files={"training_state.json": json.dumps(card, indent=2) + "\n"},
         )
