@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ class ScoreArgs:
     batch_size: int = 64
     max_batch_tokens: int = 16384
     buffer_size: int = 256
+    process_group_timeout: int = 86400
 
 
 @dataclass
@@ -386,7 +388,9 @@ def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
     # Without cpu=True, PartialState ignores a CPU launch (`ACCELERATE_USE_CPU=1 accelerate launch
     # --multi_gpu`) and every process would score the whole dump as process 0 of 1.
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
-    state = PartialState(cpu=use_cpu)
+    # Shards may finish hours apart (after a resume, or on unequal GPUs); the processes done
+    # first wait at the final gather, which fails after this long (torch's default: 10-30 min).
+    state = PartialState(cpu=use_cpu, timeout=timedelta(seconds=args.process_group_timeout))
     k, n = state.process_index, state.num_processes
     output_format(args.output)
     args = with_model_fields(args)
@@ -409,8 +413,14 @@ def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
                                      batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
     start = time.time()
     _, new, read = score_shard(clf, args, k, n, show_progress=state.is_local_main_process)
-    counts = _gather_counts((new, read), state)
-    state.wait_for_everyone()
+    try:
+        counts = _gather_counts((new, read), state)
+        state.wait_for_everyone()
+    except RuntimeError as e:  # a timed-out or broken collective: the journals are complete or resumable
+        print(f"error: process {k} could not gather with the others ({str(e).splitlines()[-1][:200]}). If some "
+              f"processes finished long after others, raise --process-group-timeout (now "
+              f"{args.process_group_timeout} s). The journals are kept: run again with --resume", file=sys.stderr)
+        return None, EXIT_INCOMPLETE
     if not state.is_main_process:
         return None, EXIT_OK
     try:
@@ -482,6 +492,9 @@ def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="max padded tokens per forward pass")
     p.add_argument("--buffer-size", type=int, default=256,
                    help="records read ahead, length-sorted and journalled together (bounds memory)")
+    p.add_argument("--process-group-timeout", type=int, default=86400, metavar="SECONDS",
+                   help="multi-process runs: how long the processes done first wait for the others at the "
+                        "final gather before failing (default 24 h; the journals stay for --resume)")
     ns = p.parse_args(argv)
     return ScoreArgs(**vars(ns))
 

@@ -308,6 +308,51 @@ def test_two_processes_equal_one(model_dir: Path, dump: Path, tmp_path: Path) ->
     assert two.read_bytes() == one.read_bytes()
 
 
+SLOW_RANK = """
+import sys, time
+sys.path.insert(0, {root!r})
+import inference.score as score
+
+real = score.score_shard
+
+
+def slow_second_shard(clf, args, k, n, show_progress):
+    done = real(clf, args, k, n, show_progress)
+    if k == 1:
+        time.sleep({delay})  # this shard finishes long after the other
+    return done
+
+
+score.score_shard = slow_second_shard
+sys.exit(score.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_process_group_timeout_is_configurable(model_dir: Path, dump: Path, tmp_path: Path) -> None:
+    """Shards finishing far apart wait for each other at the final gather. The wait is bounded by
+    --process-group-timeout: too short fails the run (journals kept), long enough completes it."""
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump), "--output", str(one)]))
+    accelerate = ROOT / ".venv/bin/accelerate"
+    launch = [str(accelerate) if accelerate.exists() else "accelerate", "launch", "--multi_gpu", "--num_processes",
+              "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    args = ["--model", str(model_dir), "--input", str(dump), "--output", str(two)]
+    short = tmp_path / "short.py"
+    short.write_text(SLOW_RANK.format(root=str(ROOT), delay=20), encoding="utf-8")
+    failed = run([*launch, str(short), *args, "--process-group-timeout", "3"], env=env)
+    assert failed.returncode != 0 and not two.exists()
+    assert "Timed out" in failed.stderr and "raise --process-group-timeout (now 3 s)" in failed.stderr
+    assert sorted(p.name for p in tmp_path.glob("two.jsonl.part-*")) == ["two.jsonl.part-0-of-2.journal",
+                                                                         "two.jsonl.part-1-of-2.journal"]
+    patient = tmp_path / "patient.py"
+    patient.write_text(SLOW_RANK.format(root=str(ROOT), delay=6), encoding="utf-8")
+    done = run([*launch, str(patient), *args, "--resume", "--process-group-timeout", "120"], env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert two.read_bytes() == one.read_bytes()
+
+
 def test_memory_is_bounded_by_the_buffer(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """20k records stream through: never more than --buffer-size records held between read and journal."""
     dump = tmp_path / "big.jsonl"

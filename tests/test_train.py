@@ -16,8 +16,8 @@ from datasets import Dataset
 
 from inference import Classifier, UncalibratedWarning
 from model.tiny import build_tiny_backbone
-from training.calibration import MAX_T, MIN_T
 from tests.conftest import ROOT, corpus_overrides, run, seed_records, train_command, write_jsonl
+from training.calibration import MAX_T, MIN_T
 
 
 def test_run_dir_layout_and_resolved_config(trained_run: Path) -> None:
@@ -91,6 +91,28 @@ def test_best_is_calibrated_without_finalisation(small_corpus: dict, tmp_path: P
     with warnings.catch_warnings():
         warnings.simplefilter("error", UncalibratedWarning)
         assert Classifier.from_pretrained(out / "best", device="cpu").calibrated
+
+
+def test_training_process_group_uses_the_configured_timeout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """torch's default (10 min under NCCL) would end a run whose rank 0 works alone longer."""
+    import training.train as train_module
+    from training.config import load_config
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_accelerator(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(train_module, "Accelerator", fake_accelerator)
+    cfg = load_config("configs/tiny.yaml", [f"output_dir={tmp_path}", "train.process_group_timeout=5400"])
+    with pytest.raises(Stop):
+        train_module.training_function(cfg)
+    [handler] = [h for h in seen["kwargs_handlers"] if hasattr(h, "timeout")]
+    assert handler.to_kwargs()["timeout"].total_seconds() == 5400
 
 
 def test_bad_data_fails_before_training(small_corpus: dict, tmp_path: Path) -> None:

@@ -88,6 +88,9 @@ class TrainArgs:
     num_workers: int = 0
     log_every_steps: int = 10
     report_to: list[str] = field(default_factory=list)  # e.g. [tensorboard]
+    # Seconds a process waits for the others at a collective (barrier, gather) before the run
+    # fails: rank 0 alone builds a backbone, saves best/ and checkpoints while the others wait.
+    process_group_timeout: int = 7200
     calibrate: bool = True
     baseline: bool = True  # TF-IDF + logistic regression beside the model in reports
     final_report: bool = True
@@ -255,7 +258,7 @@ def _check_choices(cfg: RunConfig, where: str) -> None:
             raise ConfigError(f"{where}: {section}.{attr} = {value!r}; allowed: {list(allowed)}")
     positive = [("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
                 ("train", "gradient_accumulation_steps"), ("model", "max_length"), ("model", "max_windows"),
-                ("model", "predict_max_windows")]
+                ("model", "predict_max_windows"), ("train", "process_group_timeout")]
     for section, attr in positive:
         if getattr(getattr(cfg, section), attr) < 1:
             raise ConfigError(f"{where}: {section}.{attr} must be at least 1")

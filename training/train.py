@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,13 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, extract_model_from_parallel, parse_flag_from_env, set_seed
+from accelerate.utils import (
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+    extract_model_from_parallel,
+    parse_flag_from_env,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
@@ -252,6 +259,7 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=cfg.train.report_to or None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.process_group_timeout))],
     )
     set_seed(cfg.train.seed)
     checkpoint = latest_checkpoint(run_dir) if resume else None
