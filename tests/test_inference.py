@@ -77,14 +77,6 @@ def test_empty_text_is_a_clear_error(clf: Classifier) -> None:
         clf.predict(["نص", "   \n\t "])
 
 
-def test_int8_quantised_model_agrees_mostly(model_dir: Path, clf: Classifier) -> None:
-    texts = [r["text"] for r in seed_records("dev", 16)]
-    q = Classifier.from_pretrained(model_dir, device="cpu", quantize="int8")
-    a, b = clf.predict(texts), q.predict(texts)
-    agree = np.mean([x["topic"]["label"] == y["topic"]["label"] for x, y in zip(a, b)])
-    assert agree >= 0.8
-
-
 def test_cli_matches_api(model_dir: Path, clf: Classifier, dump: Path, tmp_path: Path) -> None:
     out = tmp_path / "scores.jsonl"
     result = score_cli("--model", str(model_dir), "--input", str(dump), "--output", str(out), "--probs")
