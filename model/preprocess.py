@@ -201,14 +201,15 @@ def default_preprocessing(backbone: str, tokenizer: Any = None) -> dict[str, str
     The AraBERT normaliser is chosen when the tokenizer's vocabulary holds AraBERT's
     ``[رابط]``/``[بريد]``/``[مستخدم]`` tokens, so a local copy in a folder of any name gets it;
     else when a name (the backbone's, or the one its config or tokenizer was saved under)
-    says AraBERT. The ``passage: `` prefix goes with E5 names.
+    says AraBERT. The ``passage: `` prefix goes with E5 backbone names.
 
     >>> default_preprocessing("aubmindlab/bert-base-arabertv02")["normalizer"]
     'arabert_v02'
     """
     names = _backbone_names(backbone, tokenizer)
     vocab = tokenizer.get_vocab() if tokenizer is not None else {}
-    prefix = "passage: " if any("e5" in n for n in names) else ""
+    # The prefix follows the configured name only: saved paths may hold "e5" by chance (hashes).
+    prefix = "passage: " if "e5" in backbone.lower() else ""
     if vocab and all(token in vocab for token in ARABERT_TOKENS):
         reason = f"the tokenizer's vocabulary has AraBERT's {'/'.join(ARABERT_TOKENS)} tokens"
         return {"normalizer": "arabert_v02", "text_prefix": prefix, "reason": reason}
