@@ -332,14 +332,14 @@ def test_process_group_timeout_is_configurable(model_dir: Path, dump: Path, tmp_
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
     args = ["--model", str(model_dir), "--input", str(dump), "--output", str(two)]
     short = tmp_path / "short.py"
-    short.write_text(SLOW_RANK.format(root=str(ROOT), delay=20), encoding="utf-8")
+    short.write_text(SLOW_RANK.format(root=str(ROOT), delay=10), encoding="utf-8")
     failed = run([*launch, str(short), *args, "--process-group-timeout", "3"], env=env)
     assert failed.returncode != 0 and not two.exists()
     assert "Timed out" in failed.stderr and "raise --process-group-timeout (now 3 s)" in failed.stderr
     assert sorted(p.name for p in tmp_path.glob("two.jsonl.part-*")) == ["two.jsonl.part-0-of-2.journal",
                                                                          "two.jsonl.part-1-of-2.journal"]
     patient = tmp_path / "patient.py"
-    patient.write_text(SLOW_RANK.format(root=str(ROOT), delay=6), encoding="utf-8")
+    patient.write_text(SLOW_RANK.format(root=str(ROOT), delay=4), encoding="utf-8")
     done = run([*launch, str(patient), *args, "--resume", "--process-group-timeout", "120"], env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert two.read_bytes() == one.read_bytes()
