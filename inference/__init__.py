@@ -8,6 +8,6 @@
 Never imports ``training`` (scoring must not pull in the training stack).
 """
 
-from inference.classifier import Classifier
+from inference.classifier import Classifier, UncalibratedWarning
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "UncalibratedWarning"]

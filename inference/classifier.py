@@ -9,6 +9,7 @@ calibration, with ``predict`` / ``predict_proba``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,10 @@ Text = str | Mapping[str, Any]
 PAD_MULTIPLE = 16
 
 
+class UncalibratedWarning(UserWarning):
+    """The model folder has no calibration for some task: its scores are raw softmax probabilities."""
+
+
 class Classifier:
     """A loaded nabaa model that owns its labels, preprocessing and calibration.
 
@@ -50,15 +55,18 @@ class Classifier:
         device: str | torch.device = "cpu",
         batch_size: int = 64,
         max_batch_tokens: int = 16384,
-        text_field: str = "text",
-        title_field: str = "title",
+        text_field: str | None = None,
+        title_field: str | None = None,
         lexical: LexicalModel | None = None,
     ):
         self.model, self.tokenizer, self.pre, self.lexical = model, tokenizer, pre, lexical
         self.calibration = calibration or {}
         self.device = torch.device(device)
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
-        self.text_field, self.title_field = text_field, title_field
+        # Records are read by the fields the model was trained on (preprocess.json) unless told
+        # otherwise; title_field="" ignores titles.
+        self.text_field = text_field or pre.text_field
+        self.title_field = pre.title_field if title_field is None else (title_field or None)
         self.pad_multiple = PAD_MULTIPLE
         self.tasks: list[Task] = model.config.schema()
 
@@ -100,14 +108,29 @@ class Classifier:
             if not str(device).startswith("cpu"):
                 raise ValueError("int8 dynamic quantisation runs on CPU only; use dtype='bf16' on GPU")
             model = quantize_int8(model)
-        torch_dtype = _resolve_dtype(dtype, device)
+        torch_dtype = resolve_dtype(dtype, device)
         if quantize is None:
             model = model.to(device=device, dtype=torch_dtype)
         lexical = LexicalModel.load(path) if any(c.get("lexical_weight") for c in calibration.values()) else None
-        return cls(model.eval(), tokenizer, pre, calibration, device, batch_size, max_batch_tokens,
-                   lexical=lexical, **kwargs)
+        clf = cls(model.eval(), tokenizer, pre, calibration, device, batch_size, max_batch_tokens,
+                  lexical=lexical, **kwargs)
+        if not clf.calibrated:
+            missing = [name for name in clf.task_names if name not in clf.calibration]
+            warnings.warn(f"{path}: uncalibrated: no temperature for {missing} in calibration.json; scores are "
+                          "raw softmax probabilities (calibrate with: python -m training.finalize --config ...)",
+                          UncalibratedWarning, stacklevel=2)
+        return clf
 
     # ------------------------------------------------------------------ public API
+    @property
+    def calibrated(self) -> bool:
+        """Whether every task's scores are temperature-calibrated (``calibration.json``).
+
+        >>> Classifier.from_pretrained("runs/demo/best").calibrated  # doctest: +SKIP
+        True
+        """
+        return all("temperature" in self.calibration.get(name, {}) for name in self.task_names)
+
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
@@ -185,7 +208,8 @@ class Classifier:
 
     def _prepare(self, item: Text, index: int) -> str:
         if isinstance(item, Mapping):
-            text, title = item.get(self.text_field), item.get(self.title_field)
+            text = item.get(self.text_field)
+            title = item.get(self.title_field) if self.title_field else None
         else:
             text, title = item, None
         try:
@@ -261,7 +285,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """The torch dtype a ``dtype`` setting means on ``device`` (``auto``: see :mod:`model.hardware`).
+
+    >>> resolve_dtype("fp32", "cpu")
+    torch.float32
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
         return torch.bfloat16 if auto_uses_bf16(device) else torch.float32
     table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}

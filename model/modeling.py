@@ -10,8 +10,10 @@ Modules only; data, loops and scoring live in ``training/`` and ``inference/``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,6 +87,44 @@ def _task_entry(task: Task) -> dict[str, Any]:
     }
 
 
+class BackboneWeightsError(ValueError):
+    """A backbone has only pickle weights and the config does not allow loading them."""
+
+
+def load_encoder(backbone: str, allow_pickle: bool = False) -> PreTrainedModel:
+    """A backbone's encoder from its safetensors weights.
+
+    transformers falls back to ``pytorch_model.bin`` (``torch.load``, a pickle: loading one can
+    run code) when a checkpoint has no safetensors. That fallback happens only with
+    ``allow_pickle=True`` (config ``model.allow_pickle_weights``), and says so.
+
+    >>> load_encoder("aubmindlab/bert-base-arabertv02")  # doctest: +SKIP
+    """
+    try:
+        return AutoModel.from_pretrained(backbone, add_pooling_layer=False, use_safetensors=True,
+                                         trust_remote_code=False)
+    except OSError as e:
+        if "safetensors" not in str(e):
+            raise
+        if not allow_pickle:
+            raise BackboneWeightsError(
+                f"{backbone}: no safetensors weights (model.safetensors), only pickle ones "
+                f"({', '.join(_pickle_files(backbone)) or 'e.g. pytorch_model.bin'}), which can run code "
+                "when loaded. Convert the checkpoint to safetensors, or set model.allow_pickle_weights=true "
+                "if you trust its source"
+            ) from e
+    warnings.warn(f"{backbone}: loading pickle weights (model.allow_pickle_weights=true)", stacklevel=2)
+    return AutoModel.from_pretrained(backbone, add_pooling_layer=False, use_safetensors=False,
+                                     trust_remote_code=False)
+
+
+def _pickle_files(backbone: str) -> list[str]:
+    folder = Path(backbone)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+
+
 @dataclass
 class MultiTaskOutput(ModelOutput):
     """``logits`` maps task name → ``[batch, n_labels]``; ``loss`` is the weighted sum."""
@@ -97,7 +137,7 @@ class MultiTaskClassifier(PreTrainedModel):
     """Encoder → pooling (CLS or attention-masked mean) → per-task dropout + linear head.
 
     ``labels`` is ``[batch, n_tasks]`` with :data:`IGNORE_INDEX` where a record has
-    no label for a task, so that head gets no gradient from it.
+    no label for a task, so that head gets no gradient from it (a zero one, see :meth:`loss`).
     """
 
     config_class = MultiTaskConfig
@@ -122,10 +162,12 @@ class MultiTaskClassifier(PreTrainedModel):
 
     @classmethod
     def from_backbone(
-        cls, backbone: str, tasks: Sequence[Task], pooling: str = "cls", head_dropout: float = 0.1
+        cls, backbone: str, tasks: Sequence[Task], pooling: str = "cls", head_dropout: float = 0.1,
+        allow_pickle: bool = False,
     ) -> MultiTaskClassifier:
-        """A new classifier whose encoder starts from a pretrained backbone folder or hub id."""
-        encoder = AutoModel.from_pretrained(backbone, add_pooling_layer=False)
+        """A new classifier whose encoder starts from a pretrained backbone folder or hub id
+        (safetensors weights; pickle ones only with ``allow_pickle``, see :func:`load_encoder`)."""
+        encoder = load_encoder(backbone, allow_pickle=allow_pickle)
         config = MultiTaskConfig.from_tasks(encoder.config, tasks, pooling=pooling, head_dropout=head_dropout)
         model = cls(config)
         # Copy rather than re-use the module so post_init's weight init never touches it.
@@ -154,16 +196,25 @@ class MultiTaskClassifier(PreTrainedModel):
         return MultiTaskOutput(loss=loss, logits=logits)
 
     def loss(self, logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Σ task weight × mean cross-entropy over the records labelled for that task."""
+        """Σ task weight × mean cross-entropy over the records labelled for that task.
+
+        Every head is part of the loss graph in every batch: a task with no label in the
+        batch adds a zero-weighted term, so its head gets a zero gradient rather than none.
+        DDP (``find_unused_parameters=False``) otherwise fails on the next step, and a batch
+        with no label at all could not be back-propagated.
+
+        >>> model.loss({"topic": torch.zeros(1, 3, requires_grad=True)}, torch.tensor([[-100]]))  # doctest: +SKIP
+        tensor(0., grad_fn=<AddBackward0>)
+        """
         total = logits[next(iter(logits))].new_zeros(())
         for column, task in enumerate(self.config.tasks):
-            target = labels[:, column]
+            target, task_logits = labels[:, column], logits[task["name"]]
             if not (target != IGNORE_INDEX).any():
-                continue  # nothing labelled for this head in the batch: contributes no gradient
-            weights = getattr(self, f"class_weights_{task['name']}").to(logits[task["name"]].dtype)
-            ce = nn.functional.cross_entropy(
-                logits[task["name"]], target, weight=weights, ignore_index=IGNORE_INDEX
-            )
+                # cross_entropy over zero labelled records is NaN; a zero term keeps the head in the graph
+                total = total + task_logits.sum() * 0.0
+                continue
+            weights = getattr(self, f"class_weights_{task['name']}").to(task_logits.dtype)
+            ce = nn.functional.cross_entropy(task_logits, target, weight=weights, ignore_index=IGNORE_INDEX)
             total = total + task.get("weight", 1.0) * ce
         return total
 

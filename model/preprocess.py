@@ -44,6 +44,9 @@ class Preprocessing:
     - ``max_windows``: windows per article used in training.
     - ``predict_max_windows``: windows per article in evaluation and inference.
     - ``aggregation``: how window logits become article logits (``mean``, ``max``, ``first``).
+    - ``text_field`` / ``title_field`` / ``id_field``: the record fields the model was trained
+      on; the scorer and ``Classifier`` read records by them unless told otherwise
+      (``title_field`` ``None``: titles are ignored).
     """
 
     normalizer: str = "none"
@@ -54,6 +57,9 @@ class Preprocessing:
     max_windows: int = 4
     predict_max_windows: int = 16
     aggregation: str = "mean"
+    text_field: str = "text"
+    title_field: str | None = "title"
+    id_field: str = "id"
 
     def __post_init__(self) -> None:
         if self.normalizer not in NORMALIZERS:
@@ -74,6 +80,12 @@ class Preprocessing:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> Preprocessing:
+        """Read ``preprocess.json``. Folders saved before the field names were kept there take
+        them from their ``run_config.yaml`` (its ``data`` section), else the defaults.
+
+        >>> Preprocessing.load("runs/demo/best").title_field  # doctest: +SKIP
+        'title'
+        """
         path = Path(directory) / PREPROCESS_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; this folder was not saved by nabaa")
@@ -82,6 +94,9 @@ class Preprocessing:
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)} (saved by a newer nabaa?)")
+        missing_fields = [name for name in FIELD_KEYS if name not in raw]
+        if missing_fields:
+            raw.update({k: v for k, v in _run_config_fields(Path(directory)).items() if k in missing_fields})
         return cls(**raw)
 
     # -- text --------------------------------------------------------------------
@@ -149,24 +164,67 @@ def aggregate_windows(logits: torch.Tensor, article_index: torch.Tensor, n_artic
     return padded[first]
 
 
-def default_preprocessing(backbone: str) -> dict[str, str]:
-    """Normaliser and prefix that suit a backbone name (used when the config says ``auto``).
+FIELD_KEYS = ("text_field", "title_field", "id_field")
+# AraBERT v02's normaliser replaces URLs, e-mails and mentions by these words, and AraBERT
+# vocabularies hold each as one token: the tokenizer itself says it expects that normaliser.
+ARABERT_TOKENS = ("[رابط]", "[بريد]", "[مستخدم]")
+
+
+def _run_config_fields(directory: Path) -> dict[str, Any]:
+    """Field names from an older folder's ``run_config.yaml`` (its ``data`` section)."""
+    import yaml
+
+    path = directory / "run_config.yaml"
+    if not path.exists():
+        return {}
+    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data") or {}
+    return {k: data[k] for k in FIELD_KEYS if k in data}
+
+
+def _backbone_names(backbone: str, tokenizer: Any) -> list[str]:
+    """The backbone's name and the names its tokenizer and config were saved under."""
+    names = [backbone]
+    if tokenizer is not None:
+        names.append(str(getattr(tokenizer, "name_or_path", "") or ""))
+        folder = Path(backbone)
+        for file, key in (("config.json", "_name_or_path"), ("tokenizer_config.json", "name_or_path")):
+            try:
+                names.append(str(json.loads((folder / file).read_text(encoding="utf-8")).get(key) or ""))
+            except (OSError, ValueError, AttributeError):
+                pass
+    return [n.lower() for n in names if n]
+
+
+def default_preprocessing(backbone: str, tokenizer: Any = None) -> dict[str, str]:
+    """Normaliser and prefix that suit a backbone (used when the config says ``auto``), and why.
+
+    The AraBERT normaliser is chosen when the tokenizer's vocabulary holds AraBERT's
+    ``[رابط]``/``[بريد]``/``[مستخدم]`` tokens, so a local copy in a folder of any name gets it;
+    else when a name (the backbone's, or the one its config or tokenizer was saved under)
+    says AraBERT. The ``passage: `` prefix goes with E5 backbone names.
 
     >>> default_preprocessing("aubmindlab/bert-base-arabertv02")["normalizer"]
     'arabert_v02'
     """
-    name = backbone.lower()
-    if "arabert" in name:
-        return {"normalizer": "arabert_v02", "text_prefix": ""}
-    if "e5" in name:
-        return {"normalizer": "none", "text_prefix": "passage: "}
-    return {"normalizer": "none", "text_prefix": ""}
+    names = _backbone_names(backbone, tokenizer)
+    vocab = tokenizer.get_vocab() if tokenizer is not None else {}
+    # The prefix follows the configured name only: saved paths may hold "e5" by chance (hashes).
+    prefix = "passage: " if "e5" in backbone.lower() else ""
+    if vocab and all(token in vocab for token in ARABERT_TOKENS):
+        reason = f"the tokenizer's vocabulary has AraBERT's {'/'.join(ARABERT_TOKENS)} tokens"
+        return {"normalizer": "arabert_v02", "text_prefix": prefix, "reason": reason}
+    named = next((n for n in names if "arabert" in n), None)
+    if named:
+        return {"normalizer": "arabert_v02", "text_prefix": prefix, "reason": f"the backbone is named {named!r}"}
+    return {"normalizer": "none", "text_prefix": prefix,
+            "reason": "neither the tokenizer's vocabulary nor the backbone's name is AraBERT's"}
 
 
-def build_preprocessing(model_args: Any) -> Preprocessing:
-    """The :class:`Preprocessing` a run's ``model`` config section asks for (``auto`` settings
-    filled in from the backbone); ``model_args`` is a ``training.config.ModelArgs`` or any
-    object with its fields.
+def build_preprocessing(model_args: Any, data_args: Any = None, tokenizer: Any = None) -> Preprocessing:
+    """The :class:`Preprocessing` a run's config asks for: ``model_args`` is a
+    ``training.config.ModelArgs`` (or any object with its fields), ``data_args`` a ``DataArgs``
+    whose field names are kept; ``auto`` settings are decided from the backbone's
+    ``tokenizer`` when given (see :func:`default_preprocessing`), else from its name.
 
     >>> from types import SimpleNamespace
     >>> args = SimpleNamespace(backbone="embedded:multilingual-e5-small", normalizer="auto", text_prefix=None,
@@ -174,7 +232,8 @@ def build_preprocessing(model_args: Any) -> Preprocessing:
     >>> build_preprocessing(args).text_prefix
     'passage: '
     """
-    defaults = default_preprocessing(model_args.backbone)
+    defaults = default_preprocessing(model_args.backbone, tokenizer)
+    names = {k: getattr(data_args, k) for k in FIELD_KEYS} if data_args is not None else {}
     return Preprocessing(
         normalizer=defaults["normalizer"] if model_args.normalizer == "auto" else model_args.normalizer,
         text_prefix=defaults["text_prefix"] if model_args.text_prefix is None else model_args.text_prefix,
@@ -183,4 +242,5 @@ def build_preprocessing(model_args: Any) -> Preprocessing:
         max_windows=model_args.max_windows,
         predict_max_windows=model_args.predict_max_windows,
         aggregation=model_args.aggregation,
+        **names,
     )

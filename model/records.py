@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -71,35 +72,70 @@ def open_binary(path: str | os.PathLike) -> IO[bytes]:
     return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
 
 
-def iter_records(path: str | os.PathLike, skip: int = 0, shard: tuple[int, int] = (0, 1)) -> Iterator[RawRecord]:
+@dataclass
+class ShardCount:
+    """Filled in by :func:`iter_records`: how many records of the shard the input holds
+    (skipped ones included), known for sure once the iteration has ended."""
+
+    records: int = 0
+
+
+def iter_records(
+    path: str | os.PathLike, skip: int = 0, shard: tuple[int, int] = (0, 1), count: ShardCount | None = None
+) -> Iterator[RawRecord]:
     """Yield every record of ``path`` in file order, bad ones with an ``error``.
 
     ``shard=(k, n)`` keeps records whose 0-based index ``i`` has ``i % n == k`` (one
     process's share of a dump); ``skip`` then passes over that many of the kept
     records, which is how a resumed scoring run continues. Records that are not
-    kept are not decoded where the format allows.
+    kept are not decoded where the format allows. ``count`` receives the number of
+    records in the shard, the skipped ones included.
+
+    >>> count = ShardCount()
+    >>> done = sum(1 for _ in iter_records("seeds/dump.jsonl.gz", skip=10, count=count))  # doctest: +SKIP
+    >>> count.records == done + 10  # doctest: +SKIP
+    True
     """
     fmt, _ = detect_format(path)
     reader = {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet}[fmt]
-    yield from reader(path, _Selector(skip, shard))
+    yield from reader(path, _Selector(skip, shard, count if count is not None else ShardCount()))
+
+
+def file_fingerprint(path: str | os.PathLike, head: int = 1 << 20) -> dict[str, Any]:
+    """Size and a hash of the first ``head`` bytes (and of the last ones) of a file: enough to
+    tell a resumed scoring run that its input was replaced, cut or appended to, without
+    reading a multi-GB dump.
+
+    >>> file_fingerprint("seeds/dump.jsonl.gz")  # doctest: +SKIP
+    {'bytes': 1048576, 'sha256_ends': '9a1f...'}
+    """
+    size = os.path.getsize(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(head))
+        if size > head:
+            f.seek(max(head, size - head))
+            digest.update(f.read(head))
+    return {"bytes": size, "sha256_ends": digest.hexdigest()[:16]}
 
 
 class _Selector:
     """Decides, record by record, which ones this reader yields (shard, then skip)."""
 
-    def __init__(self, skip: int, shard: tuple[int, int]):
+    def __init__(self, skip: int, shard: tuple[int, int], count: ShardCount):
         self.skip, (self.k, self.n) = skip, shard
         if not 0 <= self.k < self.n:
             raise ValueError(f"shard {shard}: expected (k, n) with 0 <= k < n")
-        self.index, self.kept = -1, 0
+        self.index, self.count = -1, count
+        self.count.records = 0
 
     def take(self) -> bool:
         """Call once per record, in order; True if that record is to be yielded."""
         self.index += 1
         if self.index % self.n != self.k:
             return False
-        self.kept += 1
-        return self.kept > self.skip
+        self.count.records += 1
+        return self.count.records > self.skip
 
 
 def _iter_jsonl(path: str | os.PathLike, select: _Selector) -> Iterator[RawRecord]:

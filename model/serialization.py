@@ -22,6 +22,7 @@ moment leaves either the old complete folder or the new complete one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -141,6 +142,36 @@ def _check_weights_size(weights: Path) -> None:
     actual = weights.stat().st_size - 8 - header_len
     if actual != end:
         raise ValueError(f"declares {end} bytes of tensor data but holds {actual}")
+
+
+def model_fingerprint(path: str | os.PathLike, samples: int = 64, block: int = 1 << 16) -> str:
+    """A short hash of what decides a folder's scores: the weights' header, size and
+    ``samples`` blocks of their data spread over the file, plus ``config.json``, the
+    preprocessing and the calibration. Training replaces ``best/`` in place at the
+    same path; a resumed scoring run compares this to refuse mixing two models.
+    Reads about 4 MB whatever the model's size.
+
+    >>> model_fingerprint("runs/demo/best")  # doctest: +SKIP
+    '3f1c9a0d5e7b2c41'
+    """
+    path = Path(path)
+    recover_dir(path)
+    digest = hashlib.sha256()
+    weights = path / WEIGHTS_FILE
+    if not weights.exists():
+        raise ModelFolderError(f"{path}: no {WEIGHTS_FILE} (is this a nabaa model folder?)")
+    size = weights.stat().st_size
+    digest.update(f"{WEIGHTS_FILE}:{size}".encode())
+    with open(weights, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        digest.update(f.read(min(header_len, size)))
+        for i in range(samples):
+            f.seek(int(i * max(0, size - block) / max(1, samples - 1)))
+            digest.update(f.read(block))
+    for name in ("config.json", PREPROCESS_FILE, CALIBRATION_FILE):
+        file = path / name
+        digest.update(name.encode() + (file.read_bytes() if file.exists() else b"<absent>"))
+    return digest.hexdigest()[:16]
 
 
 def load_model_folder(path: str | os.PathLike) -> tuple[MultiTaskClassifier, Any, Preprocessing, dict]:

@@ -65,3 +65,12 @@ def test_config_errors_are_clear(tmp_path: Path, text: str, overrides: list[str]
 def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(write(tmp_path, BASE + "x: !!python/object/apply:os.system ['true']\n"))
+
+
+def test_process_group_timeout_and_pickle_opt_in(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE), ["train.process_group_timeout=36000", "model.allow_pickle_weights=true"])
+    assert cfg.train.process_group_timeout == 36000 and cfg.model.allow_pickle_weights is True
+    defaults = load_config(write(tmp_path, BASE))
+    assert defaults.train.process_group_timeout == 7200 and defaults.model.allow_pickle_weights is False
+    with pytest.raises(ConfigError, match="train.process_group_timeout must be at least 1"):
+        load_config(write(tmp_path, BASE), ["train.process_group_timeout=0"])

@@ -73,3 +73,16 @@ def test_skip_invalid_trains_on_the_valid_records(tmp_path: Path, capsys: pytest
     articles = load_labelled(str(path), DataArgs(skip_invalid=True), TASKS, PRE)
     assert [a.id for a in articles] == ["1"]
     assert "train.jsonl:2: field 'text': empty text" in capsys.readouterr().err
+
+
+def test_record_with_no_label_for_any_task_is_an_error(tmp_path: Path) -> None:
+    msg = problems(tmp_path, [GOOD, '{"id": "2", "text": "خبر بلا تصنيف", "topic": "", "stance": null}'])
+    assert "train.jsonl:2: no label for any task (fields 'topic', 'stance' are all missing or empty)" in msg
+
+
+def test_skip_invalid_drops_records_with_no_label(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(GOOD + '\n{"id": "2", "text": "خبر بلا تصنيف"}\n', encoding="utf-8")
+    articles = load_labelled(str(path), DataArgs(skip_invalid=True), TASKS, PRE)
+    assert [a.id for a in articles] == ["1"]
+    assert "train.jsonl:2: no label for any task" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from model.modeling import IGNORE_INDEX, MultiTaskClassifier
+from model.modeling import IGNORE_INDEX, BackboneWeightsError, MultiTaskClassifier
 from model.preprocess import Preprocessing
 from model.schema import Task, inverse_frequency_weights
 from model.serialization import ModelFolderError, load_model_folder, save_model_folder
@@ -32,8 +32,28 @@ def test_masked_head_gets_no_gradient(backbone: str) -> None:
     inputs = batch(AutoTokenizer.from_pretrained(backbone))
     labels = torch.tensor([[0, IGNORE_INDEX], [2, IGNORE_INDEX]])
     model(**inputs, labels=labels).loss.backward()
-    assert model.heads["stance"].weight.grad is None or torch.all(model.heads["stance"].weight.grad == 0)
+    # A zero gradient, not None: under DDP a head without a gradient fails the next step.
+    assert model.heads["stance"].weight.grad is not None
+    assert torch.all(model.heads["stance"].weight.grad == 0)
     assert model.heads["topic"].weight.grad.abs().sum() > 0
+
+
+def test_batch_with_no_label_at_all_backpropagates_zero(backbone: str) -> None:
+    model = MultiTaskClassifier.from_backbone(backbone, TASKS)
+    inputs = batch(AutoTokenizer.from_pretrained(backbone))
+    loss = model(**inputs, labels=torch.full((2, 2), IGNORE_INDEX)).loss
+    assert loss.item() == 0.0
+    loss.backward()  # used to fail: the loss had no grad_fn
+    for param in model.parameters():
+        if param.requires_grad:
+            assert param.grad is not None and torch.all(param.grad == 0)
+
+
+def test_loss_ignores_unlabelled_heads_in_its_value(backbone: str) -> None:
+    model = MultiTaskClassifier.from_backbone(backbone, TASKS).eval()
+    inputs = batch(AutoTokenizer.from_pretrained(backbone))
+    out = model(**inputs, labels=torch.tensor([[0, IGNORE_INDEX], [2, IGNORE_INDEX]]))
+    assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(out.logits["topic"], torch.tensor([0, 2])))
 
 
 def test_loss_is_weighted_sum_of_tasks(backbone: str) -> None:
@@ -84,3 +104,31 @@ def test_interrupted_replace_keeps_a_loadable_folder(backbone: str, tmp_path: Pa
 def test_not_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelFolderError, match="no model.safetensors"):
         load_model_folder(tmp_path)
+
+
+def test_backbone_with_only_pickle_weights_is_refused_unless_allowed(backbone: str, tmp_path: Path) -> None:
+    """transformers would torch.load a pytorch_model.bin (a pickle) when no safetensors is there."""
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(backbone, pickled)
+    encoder = AutoModel.from_pretrained(backbone)
+    (pickled / "model.safetensors").unlink()
+    torch.save(encoder.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises(BackboneWeightsError, match=r"pytorch_model.bin.*model.allow_pickle_weights=true"):
+        MultiTaskClassifier.from_backbone(str(pickled), TASKS)
+    with pytest.warns(UserWarning, match="pickle"):
+        model = MultiTaskClassifier.from_backbone(str(pickled), TASKS, allow_pickle=True)
+    assert torch.equal(model.encoder.embeddings.word_embeddings.weight, encoder.embeddings.word_embeddings.weight)
+
+
+def test_backbone_prefers_safetensors_when_both_exist(backbone: str, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    both = tmp_path / "both"
+    shutil.copytree(backbone, both)
+    torch.save({"poison": torch.zeros(1)}, both / "pytorch_model.bin")
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or {})
+    MultiTaskClassifier.from_backbone(str(both), TASKS)
+    assert loads == []  # the pickle was never opened

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from model.preprocess import EmptyTextError, Preprocessing, aggregate_windows, default_preprocessing
+from model.preprocess import (
+    ARABERT_TOKENS,
+    EmptyTextError,
+    Preprocessing,
+    aggregate_windows,
+    build_preprocessing,
+    default_preprocessing,
+)
 from model.tiny import build_tiny_backbone
 
 WORDS = "قالت مصادر في طرابلس إن الحكومة بحثت ملف الكهرباء والوقود مع البلديات".split()
@@ -58,3 +67,44 @@ def test_preprocess_json_round_trip(tmp_path: Path) -> None:
 def test_defaults_follow_the_backbone() -> None:
     assert default_preprocessing("aubmindlab/bert-base-arabertv02")["normalizer"] == "arabert_v02"
     assert default_preprocessing("embedded:multilingual-e5-small")["text_prefix"] == "passage: "
+
+
+def test_auto_normaliser_reads_the_tokenizer_not_the_folder_name(tmp_path: Path) -> None:
+    """A local AraBERT copy in a folder without "arabert" in its name used to get no normalisation."""
+    from transformers import AutoTokenizer
+
+    folder = build_tiny_backbone([" ".join(WORDS)] * 20, tmp_path / "encoder", vocab_size=200)
+    plain = AutoTokenizer.from_pretrained(folder)
+    assert default_preprocessing(folder, plain)["normalizer"] == "none"
+    arabert_like = AutoTokenizer.from_pretrained(folder)
+    arabert_like.add_tokens(list(ARABERT_TOKENS))
+    arabert_like.save_pretrained(folder)
+    decided = default_preprocessing(folder, AutoTokenizer.from_pretrained(folder))
+    assert decided["normalizer"] == "arabert_v02" and "[رابط]" in decided["reason"]
+    args = SimpleNamespace(backbone=folder, normalizer="auto", text_prefix=None, max_length=64, stride=8,
+                           max_windows=2, predict_max_windows=4, aggregation="mean")
+    assert build_preprocessing(args, tokenizer=AutoTokenizer.from_pretrained(folder)).normalizer == "arabert_v02"
+    assert build_preprocessing(SimpleNamespace(**{**vars(args), "normalizer": "none"}),
+                               tokenizer=arabert_like).normalizer == "none"  # an explicit choice wins
+
+
+def test_field_names_are_saved_with_the_preprocessing(tmp_path: Path) -> None:
+    args = SimpleNamespace(backbone="tiny", normalizer="auto", text_prefix=None, max_length=64, stride=8,
+                           max_windows=2, predict_max_windows=4, aggregation="mean")
+    data = SimpleNamespace(text_field="body", title_field="headline", id_field="uid")
+    build_preprocessing(args, data).save(tmp_path)
+    saved = json.loads((tmp_path / "preprocess.json").read_text(encoding="utf-8"))
+    assert (saved["text_field"], saved["title_field"], saved["id_field"]) == ("body", "headline", "uid")
+
+
+def test_folders_saved_without_field_names_still_load(tmp_path: Path) -> None:
+    old = {"normalizer": "none", "text_prefix": "", "title_separator": "\n", "max_length": 64, "stride": 8,
+           "max_windows": 2, "predict_max_windows": 4, "aggregation": "mean"}
+    (tmp_path / "preprocess.json").write_text(json.dumps(old), encoding="utf-8")
+    pre = Preprocessing.load(tmp_path)
+    assert (pre.text_field, pre.title_field, pre.id_field) == ("text", "title", "id")
+    # ... and take them from their run config where it says more
+    (tmp_path / "run_config.yaml").write_text("data:\n  title_field: headline\n  text_field: body\n",
+                                              encoding="utf-8")
+    pre = Preprocessing.load(tmp_path)
+    assert (pre.text_field, pre.title_field, pre.id_field) == ("body", "headline", "id")

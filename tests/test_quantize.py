@@ -3,15 +3,21 @@ scoring relies on (model/hardware.py: keep_freed_memory)."""
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+from inference import Classifier
 from inference.quantize import OUTLIER_THRESHOLD, OutlierInt8Linear, quantize_int8
 from model.hardware import keep_freed_memory
+from model.modeling import MultiTaskClassifier
+from model.preprocess import Preprocessing
 
 
 def linear_and_input(outlier: float = 60.0) -> tuple[torch.nn.Linear, torch.Tensor]:
@@ -107,3 +113,63 @@ def test_keep_freed_memory_keeps_large_tensors_in_the_heap() -> None:
 def test_keep_freed_memory_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NABAA_KEEP_FREED_MEMORY", "0")
     assert keep_freed_memory() is False
+
+
+# --------------------------------------------------------------------------- a whole model
+def reading_model(texts: list[str], outlier: float, folder: Path) -> tuple[MultiTaskClassifier, object]:
+    """A tiny encoder with BERT's "massive activation" (one embedding channel far above the rest
+    on every token) and heads that read the texts' main directions of variation, so labels
+    differ from text to text. The session's trained tiny model gives every text nearly the
+    same scores, and has no outlier at all: int8 could not fail on it."""
+    from transformers import AutoTokenizer
+
+    from model.schema import Task
+    from model.tiny import build_tiny_backbone
+    from tests.conftest import TASKS, seed_records
+
+    folder = build_tiny_backbone([r["text"] for r in seed_records("train", 120)], folder / "bb",
+                                 vocab_size=2000, seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch.manual_seed(0)
+    model = MultiTaskClassifier.from_backbone(folder, [Task(n, tuple(labels)) for n, labels in TASKS.items()],
+                                              pooling="mean").eval()
+    with torch.no_grad():
+        model.encoder.embeddings.LayerNorm.bias[5] += outlier
+        enc = tokenizer(texts, truncation=True, max_length=128, padding=True, return_tensors="pt")
+        features = model.pool(model.encoder(**enc).last_hidden_state, enc["attention_mask"])
+        mean = features.mean(0)
+        _, spread, directions = torch.linalg.svd(features - mean, full_matrices=False)
+        for head in model.heads.values():
+            weight = directions[: head.weight.shape[0]] / spread[0] * len(texts) ** 0.5
+            head.weight.copy_(weight)
+            head.bias.copy_(-(weight @ mean))
+    return model, tokenizer
+
+
+def test_int8_model_keeps_fp32_labels_where_plain_int8_does_not(tmp_path: Path) -> None:
+    from tests.conftest import seed_records
+
+    texts = [r["text"] for r in seed_records("dev", 48)]
+    model, tokenizer = reading_model(texts, outlier=30.0, folder=tmp_path)
+    pre = Preprocessing(max_length=128, stride=16, predict_max_windows=2)
+    exact = Classifier(model, tokenizer, pre, {}, "cpu").predict_proba(texts)
+    ours_model = quantize_int8(model)
+    ours = Classifier(ours_model, tokenizer, pre, {}, "cpu").predict_proba(texts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain_model = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: per_channel_dynamic_qconfig})
+    plain = Classifier(plain_model, tokenizer, pre, {}, "cpu").predict_proba(texts)
+
+    # Preconditions: labels vary from text to text, and the outlier path is taken.
+    assert all(len(set(exact[t].argmax(1))) >= 3 for t in exact)
+    assert sum(m.outliers.numel() > 0 for m in ours_model.modules() if isinstance(m, OutlierInt8Linear)) >= 3
+
+    def agreement(probs: dict) -> float:
+        return min(float((exact[t].argmax(1) == probs[t].argmax(1)).mean()) for t in exact)
+
+    def max_error(probs: dict) -> float:
+        return max(float(np.abs(exact[t] - probs[t]).max()) for t in exact)
+
+    assert agreement(ours) >= 0.85 and max_error(ours) <= 0.08, (agreement(ours), max_error(ours))
+    assert agreement(plain) <= agreement(ours) - 0.15, (agreement(plain), agreement(ours))
+    assert max_error(plain) >= 4 * max_error(ours)

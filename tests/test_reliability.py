@@ -419,7 +419,8 @@ def _run_fuzz_case(clf: Classifier, name: str, data: bytes, expected_ids: list[s
     with tempfile.TemporaryDirectory() as tmp, _scoring_with(clf):
         dump, out = Path(tmp) / name, Path(tmp) / "scores.jsonl"
         dump.write_bytes(data)
-        summary, code = score.run_scoring(score.ScoreArgs(model="unused", input=str(dump), output=str(out),
+        # The loaded model stands in for loading, but the scorer fingerprints the real folder.
+        summary, code = score.run_scoring(score.ScoreArgs(model=clf.model.name_or_path, input=str(dump), output=str(out),
                                                           buffer_size=4, device="cpu"))
         got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         errors = [json.loads(line) for line in score.errors_path(out).read_text(encoding="utf-8").splitlines()]

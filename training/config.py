@@ -34,7 +34,7 @@ class ModelArgs:
     backbone: str = "tiny"  # hub id, local folder, "embedded:multilingual-e5-small[?vocab=arabic]" or "tiny"
     pooling: str = "cls"  # cls | mean
     head_dropout: float = 0.1
-    normalizer: str = "auto"  # auto (from the backbone name) | none | arabert_v02
+    normalizer: str = "auto"  # auto (from the backbone's tokenizer vocabulary or name) | none | arabert_v02
     text_prefix: str | None = None  # None = from the backbone name ("passage: " for E5)
     max_length: int = 256
     stride: int = 32
@@ -43,6 +43,9 @@ class ModelArgs:
     aggregation: str = "mean"  # mean | max | first
     freeze_embeddings: bool = False  # CPU speed: the embedding matrix is most of a small encoder
     freeze_layers: int = 0  # keep the lowest N encoder layers fixed (less backward work)
+    # Backbone checkpoints with only pickle weights (pytorch_model.bin) are refused: loading a
+    # pickle can run code. true = load them anyway (a checkpoint whose source you trust).
+    allow_pickle_weights: bool = False
     tiny_vocab_size: int = 3000
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
@@ -85,6 +88,9 @@ class TrainArgs:
     num_workers: int = 0
     log_every_steps: int = 10
     report_to: list[str] = field(default_factory=list)  # e.g. [tensorboard]
+    # Seconds a process waits for the others at a collective (barrier, gather) before the run
+    # fails: rank 0 alone builds a backbone, saves best/ and checkpoints while the others wait.
+    process_group_timeout: int = 7200
     calibrate: bool = True
     baseline: bool = True  # TF-IDF + logistic regression beside the model in reports
     # Save the TF-IDF model in best/ and mix it into each task's scores with a weight chosen on dev
@@ -255,7 +261,7 @@ def _check_choices(cfg: RunConfig, where: str) -> None:
             raise ConfigError(f"{where}: {section}.{attr} = {value!r}; allowed: {list(allowed)}")
     positive = [("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
                 ("train", "gradient_accumulation_steps"), ("model", "max_length"), ("model", "max_windows"),
-                ("model", "predict_max_windows")]
+                ("model", "predict_max_windows"), ("train", "process_group_timeout")]
     for section, attr in positive:
         if getattr(getattr(cfg, section), attr) < 1:
             raise ConfigError(f"{where}: {section}.{attr} must be at least 1")

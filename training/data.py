@@ -135,6 +135,10 @@ def _validate(
             labels.append(IGNORE_INDEX)
         else:
             labels.append(task.label2id[value])
+    if not issues and all(label == IGNORE_INDEX for label in labels):
+        # Nothing to learn or measure from it, and a batch of such records has no loss at all.
+        issues.append(f"{here}: no label for any task (fields {', '.join(repr(t.name) for t in tasks)} "
+                      "are all missing or empty)")
     if issues:
         return None, issues
     return Article(id=rid, title=title, prepared=prepared, labels=labels, line=line), []

@@ -26,6 +26,7 @@ import yaml
 from inference.classifier import Classifier, _softmax
 from model.hardware import keep_freed_memory
 from model.modeling import IGNORE_INDEX
+from model.preprocess import FIELD_KEYS, Preprocessing
 from model.serialization import RUN_CONFIG_FILE
 from training import plots
 from training.baseline import Baseline
@@ -37,13 +38,14 @@ TOP_MISTAKES = 8
 
 
 def data_args_of(model_dir: Path) -> DataArgs:
-    """The field names the model was trained with (from its saved run config)."""
+    """The data settings the model was trained with (its saved run config), with the field
+    names of its ``preprocess.json``, which every reader of the folder uses."""
     path = model_dir / RUN_CONFIG_FILE
-    if not path.exists():
-        return DataArgs()
-    saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data", {})
+    saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data", {}) if path.exists() else {}
     known = DataArgs.__dataclass_fields__
-    return DataArgs(**{k: v for k, v in saved.items() if k in known})
+    data = DataArgs(**{k: v for k, v in saved.items() if k in known})
+    pre = Preprocessing.load(model_dir)
+    return replace(data, **{k: getattr(pre, k) for k in FIELD_KEYS})
 
 
 def evaluate_folder(

@@ -30,22 +30,31 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, extract_model_from_parallel, parse_flag_from_env, set_seed
+from accelerate.utils import (
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+    extract_model_from_parallel,
+    parse_flag_from_env,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
 from model.hardware import auto_uses_bf16, keep_freed_memory
-from model.modeling import IGNORE_INDEX, MultiTaskClassifier
-from model.preprocess import Preprocessing, aggregate_windows, build_preprocessing
+from model.modeling import IGNORE_INDEX, BackboneWeightsError, MultiTaskClassifier
+from model.preprocess import Preprocessing, aggregate_windows, build_preprocessing, default_preprocessing
 from model.schema import Task, inverse_frequency_weights
 from model.serialization import save_model_folder
+from training.calibration import fit_temperature
 from training.checkpoints import TrainerState, latest_checkpoint, prepare_run_dir, save_checkpoint
 from training.config import ConfigError, RunConfig, load_config
 from training.data import (
@@ -59,7 +68,7 @@ from training.data import (
     window_dataset,
 )
 from training.finalize import finalize_run
-from training.metrics import mean_macro_f1, task_metrics
+from training.metrics import expected_calibration_error, mean_macro_f1, task_metrics
 
 
 @dataclass
@@ -108,6 +117,27 @@ def resolve_backbone_folder(cfg: RunConfig, accelerator: Accelerator, train_text
     return name
 
 
+def backbone_and_data(cfg: RunConfig, accelerator: Accelerator) -> tuple[str, Any, Preprocessing, list[Article]]:
+    """The backbone folder, its tokenizer, the preprocessing and the training articles.
+
+    ``normalizer: auto`` is decided from the backbone's tokenizer (see
+    :func:`model.preprocess.default_preprocessing`), so the backbone is resolved first;
+    except ``tiny``, whose tokenizer is trained on the prepared training texts.
+    """
+    if cfg.model.backbone == "tiny":
+        pre = build_preprocessing(cfg.model, cfg.data)
+        train = load_train_split(cfg.data, cfg.tasks, pre)
+        backbone = resolve_backbone_folder(cfg, accelerator, [a.prepared for a in train])
+        return backbone, AutoTokenizer.from_pretrained(backbone), pre, train
+    backbone = resolve_backbone_folder(cfg, accelerator, [])
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    pre = build_preprocessing(cfg.model, cfg.data, tokenizer)
+    if cfg.model.normalizer == "auto":
+        why = default_preprocessing(cfg.model.backbone, tokenizer)["reason"]
+        accelerator.print(f"normalizer auto -> {pre.normalizer} ({why})")
+    return backbone, tokenizer, pre, load_train_split(cfg.data, cfg.tasks, pre)
+
+
 def with_class_weights(tasks: Sequence[Task], train: Sequence[Article]) -> list[Task]:
     """Replace ``class_weights: auto`` by inverse label frequencies of the training split."""
     counts = label_counts(train, tasks)
@@ -151,11 +181,11 @@ def epoch_loader(cfg: RunConfig, train_ds: Any, tokenizer: Any, epoch: int) -> D
 
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def evaluate(
-    model: Any, dev_dl: DataLoader, articles: Sequence[Article], tasks: Sequence[Task],
-    pre: Preprocessing, accelerator: Accelerator,
-) -> dict[str, Any]:
-    """Dev metrics per task on article level (window logits aggregated). Runs on every rank."""
+def dev_logits(
+    model: Any, dev_dl: DataLoader, n_articles: int, tasks: Sequence[Task], pre: Preprocessing,
+    accelerator: Accelerator,
+) -> dict[str, torch.Tensor]:
+    """Article logits per task on dev (window logits aggregated as at prediction time). Runs on every rank."""
     model.eval()
     logits: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
     index: list[torch.Tensor] = []
@@ -167,14 +197,55 @@ def evaluate(
         index.append(gathered[1].cpu())
     train_mode(model)
     article_index = torch.cat(index)
+    return {t.name: aggregate_windows(torch.cat(logits[t.name]), article_index, n_articles, pre.aggregation)
+            for t in tasks}
+
+
+def evaluate(
+    model: Any, dev_dl: DataLoader, articles: Sequence[Article], tasks: Sequence[Task],
+    pre: Preprocessing, accelerator: Accelerator, logits: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Dev metrics per task on article level (window logits aggregated). Runs on every rank."""
+    if logits is None:
+        logits = dev_logits(model, dev_dl, len(articles), tasks, pre, accelerator)
     results = {}
     for column, task in enumerate(tasks):
-        agg = aggregate_windows(torch.cat(logits[task.name]), article_index, len(articles), pre.aggregation)
+        agg = logits[task.name]
         gold = torch.tensor([a.labels[column] for a in articles])
         keep = gold != IGNORE_INDEX
         probs = agg.softmax(-1)[keep].numpy()
         results[task.name] = task_metrics(gold[keep].tolist(), agg.argmax(-1)[keep].tolist(), task.labels, probs)
     return results
+
+
+def calibration_of(logits: dict[str, torch.Tensor], articles: Sequence[Article], tasks: Sequence[Task],
+                   fitted_on: str, epoch: int) -> dict[str, Any]:
+    """``calibration.json`` content from dev article logits: one temperature per task.
+
+    ``best/`` gets it when it is saved, so a run killed before finalisation (or run with
+    ``--no-finalize``) still leaves calibrated scores; finalisation refits it on the
+    scores the saved folder gives.
+    """
+    out = {}
+    for column, task in enumerate(tasks):
+        gold = np.array([a.labels[column] for a in articles])
+        keep = gold != IGNORE_INDEX
+        values, gold = logits[task.name].numpy()[keep], gold[keep]
+        t = fit_temperature(values, gold)
+        out[task.name] = {
+            "temperature": round(t, 5),
+            "dev_ece_before": round(expected_calibration_error(gold, _softmax(values)), 5) if len(gold) else None,
+            "dev_ece_after": round(expected_calibration_error(gold, _softmax(values / t)), 5) if len(gold) else None,
+            "fitted_on": fitted_on,
+            "n": int(keep.sum()),
+            "fitted_when": f"training, epoch {epoch}",
+        }
+    return out
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -188,6 +259,7 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=cfg.train.report_to or None,
         project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / "logs")),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.process_group_timeout))],
     )
     set_seed(cfg.train.seed)
     checkpoint = latest_checkpoint(run_dir) if resume else None
@@ -195,15 +267,13 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
         prepare_run_dir(cfg, run_dir, resume, checkpoint)
     accelerator.wait_for_everyone()
 
-    pre = build_preprocessing(cfg.model)
-    train = load_train_split(cfg.data, cfg.tasks, pre)
+    backbone, tokenizer, pre, train = backbone_and_data(cfg, accelerator)
     dev = load_labelled(cfg.data.dev_file, cfg.data, cfg.tasks, pre)
     tasks = with_class_weights(cfg.tasks, train)
-    backbone = resolve_backbone_folder(cfg, accelerator, [a.prepared for a in train])
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
     set_seed(cfg.train.seed)  # building a tiny backbone draws from the RNG; a reused one does not
     model = MultiTaskClassifier.from_backbone(backbone, tasks, pooling=cfg.model.pooling,
-                                              head_dropout=cfg.model.head_dropout)
+                                              head_dropout=cfg.model.head_dropout,
+                                              allow_pickle=cfg.model.allow_pickle_weights)
     trainable = freeze(model, cfg.model.freeze_embeddings, cfg.model.freeze_layers)
     train_ds, dev_dl = get_dataloaders(cfg, tokenizer, pre, train, dev)
 
@@ -319,7 +389,8 @@ def train_mode(model: Any) -> None:
 
 def _end_epoch(model: Any, state: TrainerState, run: RunContext) -> None:
     cfg, accelerator = run.cfg, run.accelerator
-    results = evaluate(model, run.dev_dl, run.dev, run.tasks, run.pre, accelerator)
+    logits = dev_logits(model, run.dev_dl, len(run.dev), run.tasks, run.pre, accelerator)
+    results = evaluate(model, run.dev_dl, run.dev, run.tasks, run.pre, accelerator, logits=logits)
     score = mean_macro_f1(results)
     summary = {name: {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]} for name, m in results.items()}
     improved = score > state.best_score
@@ -329,7 +400,7 @@ def _end_epoch(model: Any, state: TrainerState, run: RunContext) -> None:
                       + (" (best so far)" if improved else f" (best {state.best_score:.4f})"))
     if improved:
         state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch + 1, 0
-        _save_best(model, run, score, summary, state.epoch + 1)
+        _save_best(model, run, score, summary, state.epoch + 1, logits)
     else:
         state.bad_epochs += 1
     state.history.append({"epoch": state.epoch + 1, "dev_mean_macro_f1": score})
@@ -340,17 +411,20 @@ def _end_epoch(model: Any, state: TrainerState, run: RunContext) -> None:
     save_checkpoint(accelerator, run.run_dir, state, cfg.train.keep_checkpoints)
 
 
-def _save_best(model: Any, run: RunContext, score: float, summary: dict, epoch: int) -> None:
+def _save_best(model: Any, run: RunContext, score: float, summary: dict, epoch: int,
+               logits: dict[str, torch.Tensor]) -> None:
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         cfg = run.cfg
         card = {"epoch": epoch, "dev_mean_macro_f1": score, "dev": summary}
+        calibration = calibration_of(logits, run.dev, run.tasks, cfg.data.dev_file, epoch) if cfg.train.calibrate else None
         save_model_folder(
             run.run_dir / "best",
             accelerator.unwrap_model(model),
             run.tokenizer,
             run.pre,
+            calibration=calibration,
             run_config_yaml=yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False),
             extra_files={"training_state.json": json.dumps(card, indent=2) + "\n"},
         )
@@ -399,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         state = training_function(cfg, resume=args.resume)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, BackboneWeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not args.no_finalize and _is_main_process():
