@@ -14,6 +14,12 @@ scale set by ordinary values. The outlier channels of a layer are few and the sa
 to batch, so each layer remembers the ones it has met; per call it takes the large values of
 those channels out (a few rows) and checks the rest with one whole-tensor min/max.
 
+Memory: a layer holds its int8 weights and, in fp32, only the weight columns of the outlier
+channels it has met (a handful of ``out_features``-long columns), so an int8 model is about a
+quarter of the fp32 one. Those columns are the int8 weights dequantised (per-channel scale,
+rounding error at most half a step): the source fp32 weight is not kept, and the large
+activation values they multiply, the part int8 activations would ruin, stay exact.
+
 >>> model = quantize_int8(model)  # doctest: +SKIP
 """
 
@@ -46,11 +52,11 @@ class OutlierInt8Linear(nn.Module):
         with warnings.catch_warnings(), _packing_engine(int8_engine()):
             warnings.simplefilter("ignore")  # torch's deprecation notice about quantized tensor creation
             self.int8 = DynamicInt8Linear.from_float(source)
-        # The fp32 weights are kept whole (not only today's outlier columns): another text can
-        # light up another channel. ``source`` is already this layer's own copy.
-        self.register_buffer("weight", source.weight.detach(), persistent=False)
+        del source  # no fp32 copy of the weight stays: outlier columns come from the int8 weights
         self.threshold = threshold
         self.outliers = torch.empty(0, dtype=torch.long)
+        # fp32 weight columns of ``outliers``, in the same order: [out_features, len(outliers)]
+        self.register_buffer("outlier_weight", torch.empty(self.int8.out_features, 0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
@@ -76,7 +82,7 @@ class OutlierInt8Linear(nn.Module):
             flat.index_copy_(1, channels, values)
         rows = outlying.any(1).nonzero().flatten()
         if rows.numel():
-            exact = (values[rows] * outlying[rows]) @ self.weight[:, channels].t()
+            exact = (values[rows] * outlying[rows]) @ self.outlier_weight.t()
             y = y.reshape(-1, y.shape[-1]).index_add_(0, rows, exact)
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
@@ -92,7 +98,10 @@ class OutlierInt8Linear(nn.Module):
         new = found[~torch.isin(found, self.outliers)]
         if new.numel() == 0:  # NaN in the input: nothing to learn, and no retry that could loop
             return self.int8(x)
-        self.outliers = torch.cat([self.outliers, new]).sort().values
+        columns = self.int8.weight().dequantize()[:, new]  # one full dequantisation, once per new channel set
+        channels, order = torch.cat([self.outliers, new]).sort()
+        self.outliers = channels
+        self.outlier_weight = torch.cat([self.outlier_weight, columns], dim=1)[:, order].contiguous()
         return self.forward(x)
 
     def extra_repr(self) -> str:

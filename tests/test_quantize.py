@@ -65,6 +65,22 @@ def test_layer_remembers_its_outlier_channels() -> None:
     assert ordinary.shape == (3, 32)
 
 
+def test_layer_holds_no_fp32_copy_of_its_weight() -> None:
+    torch.manual_seed(1)
+    layer = torch.nn.Linear(256, 128)
+    x = torch.randn(6, 256)
+    x[0, 9], x[3, 200] = 40.0, -25.0
+    module = OutlierInt8Linear(layer)
+    with torch.no_grad():
+        y = module(x)
+    fp32_bytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())
+                     if t.dtype == torch.float32 and t.numel() >= 256)
+    assert fp32_bytes <= 2 * 128 * 4 + 128 * 4  # the two outlier columns and the bias, not 256 x 128
+    assert module.outliers.tolist() == [9, 200] and module.outlier_weight.shape == (128, 2)
+    with torch.no_grad():
+        assert relative_error(y, layer(x)) < 0.02
+
+
 def test_nan_input_returns_instead_of_looping() -> None:
     layer, x = linear_and_input()
     x[1, 3, 7] = float("nan")

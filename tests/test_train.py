@@ -54,18 +54,22 @@ def test_existing_run_is_not_overwritten(trained_run: Path, small_corpus: dict) 
 
 
 @pytest.mark.slow
-def test_two_cpu_processes(small_corpus: dict, tmp_path: Path) -> None:
-    """`accelerate launch --cpu --num_processes 2` silently starts one process; this form starts two."""
+@pytest.mark.parametrize("feature_cache", [False, True], ids=["tokens", "feature_cache"])
+def test_two_cpu_processes(small_corpus: dict, tmp_path: Path, feature_cache: bool) -> None:
+    """`accelerate launch --cpu --num_processes 2` silently starts one process; this form starts two.
+    With the feature cache, rank 0 builds the store and rank 1 opens it."""
     out = tmp_path / "ddp"
+    cache = ["model.freeze_embeddings=true", "model.freeze_layers=1", "train.feature_cache=true"] if feature_cache else []
     env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
     cmd = [str(ROOT / ".venv/bin/accelerate") if (ROOT / ".venv/bin/accelerate").exists() else "accelerate",
            "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "-m", "training.train", "--config", "configs/tiny.yaml",
            *corpus_overrides(small_corpus, out), "train.epochs=1", "train.final_report=false",
-           "train.report_to=[tensorboard]"]
+           "train.report_to=[tensorboard]", *cache]
     result = run(cmd, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
+    assert ("feature cache:" in result.stdout) == feature_cache
     # both ranks wrote their RNG state into the checkpoint
     [checkpoint] = list((out / "checkpoints").glob("step_*"))
     assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
