@@ -306,6 +306,7 @@ def run_feature_cache(articles: int, dev_articles: int, rounds: int, precision: 
     from training.train import with_class_weights
 
     cfg = common.demo_config()
+    common.OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=common.OUT) as run_dir:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(
             cfg.train, save_every_steps=0, report_to=[], output_dir=run_dir, log_every_steps=10**9))
@@ -350,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="no", choices=["no", "bf16"], help="--feature-cache: mixed precision")
     args = parser.parse_args(argv)
     if args.feature_cache:
-        print(json.dumps(run_feature_cache(args.articles, args.dev_articles, max(args.rounds, 1), args.precision),
-                         indent=2))
+        progress = lambda message: print(message, file=sys.stderr)  # noqa: E731 - stdout is the JSON
+        print(json.dumps(run_feature_cache(args.articles, args.dev_articles, max(args.rounds, 1), args.precision,
+                                           log=progress), indent=2))
         return 0
     if args.child:
         setup = build_setup(args.steps)
