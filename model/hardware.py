@@ -6,7 +6,7 @@ bf16 matrix products run ~1.7x faster, and without bf16 instructions (AVX2 CPUs,
 capped by ``ONEDNN_MAX_CPU_ISA``) every bf16 product is emulated at ~0.1-0.2x of fp32. So
 ``auto`` precision on CPU is decided by measurement (:func:`cpu_bf16_decision`): a short probe
 times bf16 and fp32 matrix products of the model's shapes and picks bf16 only when it is
-clearly faster. The verdict is cached per CPU model, torch version, thread count and
+clearly faster. The verdict is cached per CPU model, torch version and
 instruction-set cap, under the nabaa cache folder.
 
     >>> isinstance(cpu_has_fast_bf16(), bool)
@@ -15,6 +15,7 @@ instruction-set cap, under the nabaa cache folder.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -24,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -107,12 +109,12 @@ def _cpu_model() -> str:
 
 
 def probe_key(shape: ProbeShape) -> str:
-    """What the verdict depends on: CPU model, torch version, threads, ISA caps and shapes."""
+    """What the verdict depends on: CPU model, torch version, ISA caps and shapes. Not the
+    thread count: the ranks of one launch run fewer threads each and must agree with each other."""
     parts = {
         "cpu": _cpu_model(),
         "machine": platform.machine(),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
         "caps": {name: os.environ.get(name, "") for name in ISA_CAP_VARIABLES},
         "shape": asdict(shape),
     }
@@ -163,7 +165,7 @@ def cpu_bf16_decision(shape: ProbeShape = DEFAULT_SHAPE) -> bool:
     """Whether ``auto`` precision means bf16 on this CPU for a model of ``shape``.
 
     ``NABAA_CPU_BF16=0`` / ``1`` decides without measuring. Otherwise the cached verdict for
-    this CPU, torch, thread count and ISA caps is used, or :func:`measure_bf16_speedup` runs
+    this CPU, torch version and ISA caps is used (one process probes at a time, under a lock), or :func:`measure_bf16_speedup` runs
     once (a few hundred ms) and bf16 is chosen only at :data:`BF16_MIN_SPEEDUP` or more.
 
     >>> isinstance(cpu_bf16_decision(), bool)  # doctest: +SKIP
@@ -176,17 +178,43 @@ def cpu_bf16_decision(shape: ProbeShape = DEFAULT_SHAPE) -> bool:
     if key in _decisions:
         return _decisions[key]
     path = nabaa_cache_dir() / PROBE_FILE
-    cached = _read_probe_cache(path).get(key)
-    if cached is None:
-        result = measure_bf16_speedup(shape)
-        cached = {"bf16": result.speedup >= BF16_MIN_SPEEDUP, "speedup": round(result.speedup, 3),
-                  "fp32_gflops": round(result.fp32_gflops, 1), "bf16_gflops": round(result.bf16_gflops, 1),
-                  "cpu": _cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "caps": {n: os.environ[n] for n in ISA_CAP_VARIABLES if n in os.environ},
-                  "shape": asdict(shape), "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _write_probe_cache(path, key, cached)
+    # One process probes, the others (ranks of one launch, parallel scorers) wait and read its
+    # verdict: processes that disagreed would train or score in different precisions.
+    with _probe_lock(path):
+        cached = _read_probe_cache(path).get(key)
+        if cached is None:
+            cached = _probe_and_store(path, key, shape)
     _decisions[key] = bool(cached["bf16"])
     return _decisions[key]
+
+
+def _probe_and_store(path: Path, key: str, shape: ProbeShape) -> dict:
+    result = measure_bf16_speedup(shape)
+    verdict = {"bf16": result.speedup >= BF16_MIN_SPEEDUP, "speedup": round(result.speedup, 3),
+               "fp32_gflops": round(result.fp32_gflops, 1), "bf16_gflops": round(result.bf16_gflops, 1),
+               "cpu": _cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "caps": {n: os.environ[n] for n in ISA_CAP_VARIABLES if n in os.environ},
+               "shape": asdict(shape), "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    _write_probe_cache(path, key, verdict)
+    return verdict
+
+
+@contextlib.contextmanager
+def _probe_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` beside the cache file; no lock where that is impossible."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed below
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def _read_probe_cache(path: Path) -> dict:

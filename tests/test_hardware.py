@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from model import hardware
 from model.hardware import ProbeResult, ProbeShape, auto_uses_bf16, cpu_bf16_decision, measure_bf16_speedup
@@ -46,7 +47,12 @@ def test_verdict_is_cached_on_disk(probe: list, monkeypatch: pytest.MonkeyPatch,
     assert not list(tmp_path.glob("*.tmp"))  # the temp file was renamed into place
     monkeypatch.setattr(hardware, "_decisions", {})  # as in a new process
     probe[0] = 0.1  # a second probe would now say fp32
-    assert cpu_bf16_decision()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in one rank of a multi-process launch: must agree with the others
+    try:
+        assert cpu_bf16_decision()
+    finally:
+        torch.set_num_threads(threads)
     assert len(probe) == 2  # read from the cache, not measured again
 
 
