@@ -55,6 +55,20 @@ def cpu_has_amx() -> bool:
         return False
 
 
+def cpu_has_vnni() -> bool:
+    """True when the CPU reports AVX512-VNNI or AVX-VNNI (int8 dot products into int32), from
+    ``/proc/cpuinfo``: that is what fbgemm, torch's int8 engine on x86, checks itself."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_vnni", "avx_vnni"})
+    except OSError:
+        pass
+    return False
+
+
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has AMX tiles and AVX-512 bf16 (and ``NABAA_CPU_BF16`` is not ``0``).
 
