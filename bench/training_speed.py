@@ -17,6 +17,11 @@ Step times come from an ``optimizer.step`` post-hook (the same instrument for bo
 intervals between consecutive steps, so the first step (set-up, lazy allocation) is left
 out. Throughput is in real (non-padding) tokens per second.
 
+``--feature-cache`` times something else: one demo-config epoch (frozen embeddings and lower
+six layers, article batches, then the dev evaluation) run from tokens and from the feature
+cache (``train.feature_cache``), on the first ``--articles`` training and ``--dev-articles`` dev
+articles; the one-off build of the cache is reported apart (see :func:`run_feature_cache`).
+
 Peak memory needs a process of its own: ``python -m bench.training_speed --child NAME``
 trains a few steps and prints its own ``VmHWM`` (see ``bench.common.peak_rss_mib``).
 """
@@ -236,12 +241,120 @@ def run(steps: int, rounds: int, memory_steps: int, log=print) -> dict[str, Any]
             "max_length": setup.cfg.model.max_length, "memory_steps": memory_steps, "rows": rows}
 
 
+def _epoch_once(cfg: Any, base_model: Any, tokenizer: Any, train: Any, dev: Any, tasks: Any,
+                cached: bool, precision: str) -> dict[str, float]:
+    """One epoch as ``training_function`` runs it (train loop, then dev evaluation), timed."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from torch.optim import AdamW
+    from transformers import get_linear_schedule_with_warmup
+
+    from model.preprocess import build_preprocessing
+    from training.train import (
+        RunContext,
+        TrainerState,
+        _param_groups,
+        _train_epoch,
+        epoch_loader,
+        evaluate,
+        freeze,
+        get_dataloaders,
+        use_feature_cache,
+    )
+
+    model = copy.deepcopy(base_model)
+    freeze(model, cfg.model.freeze_embeddings, cfg.model.freeze_layers)
+    pre = build_preprocessing(cfg.model)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(mixed_precision=precision)
+    train_ds, dev_dl = get_dataloaders(cfg, tokenizer, pre, train, dev)
+    start = time.perf_counter()
+    collate = None
+    if cached:
+        train_ds, dev_dl, collate = use_feature_cache(cfg, accelerator, model, tokenizer, train_ds, dev_dl)
+    build_s = time.perf_counter() - start
+    steps = math.ceil(len(train_ds) / cfg.train.batch_size)
+    optimizer = AdamW(_param_groups(model, cfg), lr=cfg.train.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * steps), steps)
+    model, optimizer, scheduler, dev_dl = accelerator.prepare(model, optimizer, scheduler, dev_dl)
+    run_ctx = RunContext(cfg, accelerator, tokenizer, pre, list(tasks), list(dev), dev_dl, cfg.run_dir)
+    loader = accelerator.prepare(epoch_loader(cfg, train_ds, tokenizer, 0, collate))
+    t0 = time.perf_counter()
+    _train_epoch(model, optimizer, scheduler, loader, TrainerState(), run_ctx)
+    t1 = time.perf_counter()
+    results = evaluate(model, dev_dl, dev, tasks, pre, accelerator)
+    t2 = time.perf_counter()
+    return {"build_s": build_s, "train_s": t1 - t0, "eval_s": t2 - t1, "epoch_s": t2 - t0,
+            "dev_topic_macro_f1": results[tasks[0].name]["macro_f1"]}
+
+
+def run_feature_cache(articles: int, dev_articles: int, rounds: int, precision: str = "no",
+                      log=print) -> dict[str, Any]:
+    """Demo-config epochs from tokens and from the feature cache, interleaved over ``rounds``.
+
+    The cache is built anew in each cached round (``build_s``, a one-off cost per run that
+    ``--resume`` does not pay again) and is not part of ``epoch_s``.
+    """
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from model.embedded import resolve_backbone
+    from model.modeling import MultiTaskClassifier
+    from model.preprocess import build_preprocessing
+    from training.data import load_labelled
+    from training.train import with_class_weights
+
+    cfg = common.demo_config()
+    common.OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=common.OUT) as run_dir:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, save_every_steps=0, report_to=[], output_dir=run_dir, log_every_steps=10**9))
+        pre = build_preprocessing(cfg.model)
+        train = load_labelled(cfg.data.train_file, cfg.data, cfg.tasks, pre, limit=articles)
+        dev = load_labelled(cfg.data.dev_file, cfg.data, cfg.tasks, pre, limit=dev_articles)
+        tasks = with_class_weights(cfg.tasks, train)
+        backbone = resolve_backbone(cfg.model.backbone)
+        tokenizer = AutoTokenizer.from_pretrained(backbone)
+        base = MultiTaskClassifier.from_backbone(backbone, tasks, pooling=cfg.model.pooling,
+                                                 head_dropout=cfg.model.head_dropout)
+        log(f"  feature cache: {len(train)} train / {len(dev)} dev articles, batch {cfg.train.batch_size} articles, "
+            f"freeze_layers {cfg.model.freeze_layers}, precision {precision}, {rounds} rounds")
+        names = ("tokens", "cached")
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                stats = _epoch_once(cfg, base, tokenizer, train, dev, tasks, name == "cached", precision)
+                shutil.rmtree(Path(run_dir) / "feature_cache", ignore_errors=True)
+                results[name].append(stats)
+                log(f"    round {r + 1}/{rounds} {name}: epoch {stats['epoch_s']:.1f}s (train {stats['train_s']:.1f}s, "
+                    f"eval {stats['eval_s']:.1f}s, cache build {stats['build_s']:.1f}s)")
+    rows = {name: {key: round(statistics.median(x[key] for x in runs), 3) for key in runs[0]}
+            for name, runs in results.items()}
+    for key in ("epoch_s", "train_s", "eval_s"):
+        rows["cached"][f"{key}_speedup"] = common.ratio(rows["tokens"][key], rows["cached"][key])
+    return {"articles": len(train), "dev_articles": len(dev), "rounds": rounds, "precision": precision,
+            "isa_caps": {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+                                                     "ATEN_CPU_CAPABILITY") if k in os.environ},
+            "rows": rows, "raw": results}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.training_speed")
     parser.add_argument("--child", choices=CONTENDERS, help="train in this process only (peak-memory run)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--feature-cache", action="store_true",
+                        help="time demo epochs from tokens vs from the frozen-layer feature cache")
+    parser.add_argument("--articles", type=int, default=32, help="--feature-cache: training articles")
+    parser.add_argument("--dev-articles", type=int, default=16, help="--feature-cache: dev articles")
+    parser.add_argument("--precision", default="no", choices=["no", "bf16"], help="--feature-cache: mixed precision")
     args = parser.parse_args(argv)
+    if args.feature_cache:
+        progress = lambda message: print(message, file=sys.stderr)  # noqa: E731 - stdout is the JSON
+        print(json.dumps(run_feature_cache(args.articles, args.dev_articles, max(args.rounds, 1), args.precision,
+                                           log=progress), indent=2))
+        return 0
     if args.child:
         setup = build_setup(args.steps)
         stats = step_stats(setup, RUNNERS[args.child](setup))

@@ -18,7 +18,7 @@ import torch
 
 from inference.quantize import quantize_int8
 from model import hardware
-from model.hardware import auto_uses_bf16
+from model.hardware import auto_uses_bf16, probe_shape_of
 from model.lexical import LexicalModel, fuse
 from model.modeling import MultiTaskClassifier
 from model.preprocess import EmptyTextError, Preprocessing, aggregate_windows
@@ -88,8 +88,9 @@ class Classifier:
         - ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"`` (CUDA when present).
         - ``quantize``: ``None`` or ``"int8"`` (dynamic int8 Linear layers, outlier channels in
           fp32; CPU only; see :mod:`inference.quantize`).
-        - ``dtype``: ``"auto"`` (bf16 on a bf16-capable GPU or an AMX CPU, else fp32; see
-          :mod:`model.hardware`), ``"fp32"``, ``"bf16"``.
+        - ``dtype``: ``"auto"`` (bf16 on a bf16-capable GPU, or on a CPU where a short cached
+          probe measures bf16 at least 1.3x faster than fp32 at this model's shapes, else fp32;
+          ``NABAA_CPU_BF16=0/1`` forces; see :mod:`model.hardware`), ``"fp32"``, ``"bf16"``.
         - ``batch_size`` / ``max_batch_tokens``: at most this many windows, and this many
           padded tokens, per forward pass.
         - ``keep_freed_memory``: on CPU, tune glibc's allocator for this whole process so that
@@ -108,9 +109,10 @@ class Classifier:
             if not str(device).startswith("cpu"):
                 raise ValueError("int8 dynamic quantisation runs on CPU only; use dtype='bf16' on GPU")
             model = quantize_int8(model)
-        torch_dtype = resolve_dtype(dtype, device)
-        if quantize is None:
-            model = model.to(device=device, dtype=torch_dtype)
+        if quantize is None:  # int8 layers compute in their own types: no precision probe needed
+            model = model.to(device=device, dtype=resolve_dtype(dtype, device, probe_shape_of(model.config.encoder_config)))
+        elif dtype != "auto":
+            resolve_dtype(dtype, device)  # still reject an unknown name
         lexical = LexicalModel.load(path) if any(c.get("lexical_weight") for c in calibration.values()) else None
         clf = cls(model.eval(), tokenizer, pre, calibration, device, batch_size, max_batch_tokens,
                   lexical=lexical, **kwargs)
@@ -285,7 +287,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+def resolve_dtype(dtype: str, device: str, shape: hardware.ProbeShape | None = None) -> torch.dtype:
     """The torch dtype a ``dtype`` setting means on ``device`` (``auto``: see :mod:`model.hardware`).
 
     >>> resolve_dtype("fp32", "cpu")
@@ -294,7 +296,7 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
-        return torch.bfloat16 if auto_uses_bf16(device) else torch.float32
+        return torch.bfloat16 if auto_uses_bf16(device, shape) else torch.float32
     table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if dtype not in table:
         raise ValueError(f"dtype must be one of auto, fp32, bf16; got {dtype!r}")

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 
 from inference.classifier import Classifier, resolve_dtype
 from inference.writers import RowWriter, json_line, output_format
+from model.hardware import ProbeShape, probe_shape_of
 from model.preprocess import EmptyTextError, Preprocessing
 from model.records import RawRecord, RecordFileError, ShardCount, file_fingerprint, iter_records
 from model.serialization import ModelFolderError, check_model_folder, model_fingerprint
@@ -324,6 +326,12 @@ def _fields_from(args: ScoreArgs, pre: Preprocessing) -> ScoreArgs:
     )
 
 
+def _probe_shape(model_dir: str) -> ProbeShape:
+    """The encoder shape ``auto`` precision is decided at, as ``Classifier.from_pretrained`` does."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return probe_shape_of(SimpleNamespace(**(config.get("encoder_config") or {})))
+
+
 def run_identity(args: ScoreArgs, n: int, device: str | None = None) -> dict[str, Any]:
     """What decides this run's scores, saved in ``OUTPUT.journal-meta.json``: paths, fingerprints
     of the model folder and of the input, the resolved precision, quantisation, processes, fields."""
@@ -333,7 +341,7 @@ def run_identity(args: ScoreArgs, n: int, device: str | None = None) -> dict[str
         "input_fingerprint": file_fingerprint(args.input),
         "model": str(Path(args.model).resolve()),
         "model_fingerprint": model_fingerprint(args.model),
-        "dtype": str(resolve_dtype(args.dtype, device or args.device)).removeprefix("torch."),
+        "dtype": str(resolve_dtype(args.dtype, device or args.device, _probe_shape(args.model))).removeprefix("torch."),
         "quantize": args.quantize,
         "processes": n,
         "text_field": args.text_field,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.configuration_utils import SubConfigSpec
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from model.schema import Task
@@ -182,14 +183,54 @@ class MultiTaskClassifier(PreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        hidden_states: torch.Tensor | None = None,
+        from_layer: int = 0,
         **kwargs: Any,
     ) -> MultiTaskOutput:
+        """Logits (and the loss when ``labels`` are given) from token ids, or from
+        ``hidden_states`` already computed up to encoder layer ``from_layer`` (see
+        :meth:`encode_lower`; training caches those of frozen layers)."""
+        if hidden_states is not None:
+            if attention_mask is None:
+                attention_mask = hidden_states.new_ones(hidden_states.shape[:2], dtype=torch.long)
+            hidden = self._run_layers(hidden_states, attention_mask, from_layer, None)
+            return self._heads_output(hidden, attention_mask, labels)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self._heads_output(hidden, attention_mask, labels)
+
+    def supports_layer_split(self) -> bool:
+        """Whether the encoder is a BERT-style stack :meth:`encode_lower` can cut (embeddings +
+        ``encoder.layer``, bidirectional), so a cached lower part can feed the upper layers."""
+        encoder = self.encoder
+        return (hasattr(encoder, "embeddings") and hasattr(getattr(encoder, "encoder", None), "layer")
+                and not getattr(encoder.config, "is_decoder", False))
+
+    def encode_lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: int) -> torch.Tensor:
+        """The hidden states after the embeddings and the lowest ``layers`` encoder layers:
+        ``forward(hidden_states=..., from_layer=layers)`` on them gives the same logits as
+        ``forward(input_ids)``.
+
+        >>> h = model.encode_lower(ids, mask, 6)  # doctest: +SKIP
+        >>> model(hidden_states=h, attention_mask=mask, from_layer=6).logits  # doctest: +SKIP
+        """
+        hidden = self.encoder.embeddings(input_ids=input_ids)
+        return self._run_layers(hidden, attention_mask, 0, layers)
+
+    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int | None) -> torch.Tensor:
+        # The mask the way BertModel.forward builds it (additive or None, per attention backend).
+        mask = create_bidirectional_mask(config=self.encoder.config, inputs_embeds=hidden, attention_mask=attention_mask)
+        for layer in self.encoder.encoder.layer[start:stop]:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def _heads_output(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None
+    ) -> MultiTaskOutput:
         pooled = self.dropout(self.pool(hidden, attention_mask))
         logits = {name: head(pooled) for name, head in self.heads.items()}
         loss = self.loss(logits, labels) if labels is not None else None

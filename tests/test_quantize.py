@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-from inference import Classifier
-from inference.quantize import OUTLIER_THRESHOLD, OutlierInt8Linear, quantize_int8
-from model.hardware import keep_freed_memory
+from inference import Classifier, quantize
+from inference.quantize import OUTLIER_THRESHOLD, OutlierInt8Linear, int8_engine, quantize_int8
+from model.hardware import cpu_has_vnni, keep_freed_memory
 from model.modeling import MultiTaskClassifier
 from model.preprocess import Preprocessing
 
@@ -69,6 +69,38 @@ def test_layer_remembers_its_outlier_channels() -> None:
         ordinary = module(torch.randn(3, 64).clamp(-OUTLIER_THRESHOLD, OUTLIER_THRESHOLD))
     assert torch.allclose(first, again, atol=1e-5)
     assert ordinary.shape == (3, 32)
+
+
+def test_layer_holds_no_fp32_copy_of_its_weight() -> None:
+    torch.manual_seed(1)
+    layer = torch.nn.Linear(256, 128)
+    x = torch.randn(6, 256)
+    x[0, 9], x[3, 200] = 40.0, -25.0
+    module = OutlierInt8Linear(layer)
+    with torch.no_grad():
+        y = module(x)
+    fp32_bytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())
+                     if t.dtype == torch.float32 and t.numel() >= 256)
+    assert fp32_bytes <= 2 * 128 * 4 + 128 * 4  # the two outlier columns and the bias, not 256 x 128
+    assert module.outliers.tolist() == [9, 200] and module.outlier_weight.shape == (128, 2)
+    with torch.no_grad():
+        assert relative_error(y, layer(x)) < 0.02
+
+
+def test_activations_use_8_bits_only_where_vnni_makes_it_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(2)
+    layer, x = torch.nn.Linear(384, 256), torch.randn(64, 384)
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: False)
+    seven = OutlierInt8Linear(layer)
+    with torch.no_grad():
+        assert not seven.full_range and torch.equal(seven(x), seven.int8(x))  # torch's own 7-bit call
+        if int8_engine() not in ("fbgemm", "x86") or not cpu_has_vnni():
+            return  # full range is only for fbgemm on VNNI CPUs; nothing more to compare here
+        monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: True)
+        eight = OutlierInt8Linear(layer)
+        exact = layer(x)
+        assert eight.full_range
+        assert relative_error(eight(x), exact) < 0.75 * relative_error(seven(x), exact)
 
 
 def test_nan_input_returns_instead_of_looping() -> None:

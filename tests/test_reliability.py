@@ -214,9 +214,12 @@ def _final_checkpoint(run_dir: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("feature_cache", [False, True], ids=["tokens", "feature_cache"])
 def test_training_killed_mid_epoch_resumes_to_the_same_model(small_corpus: dict, trained_run: Path,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path, feature_cache: bool) -> None:
     overrides = ["--no-finalize", "train.epochs=3", "train.save_every_steps=2"]
+    if feature_cache:  # the frozen layers' store is rebuilt (or found) on resume and read from there
+        overrides += ["model.freeze_embeddings=true", "model.freeze_layers=1", "train.feature_cache=true"]
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     for run_dir in (reference, killed):
         # One shared backbone: building the tiny WordPiece vocabulary is not bit-reproducible across processes.

@@ -198,6 +198,24 @@ def test_two_cpu_processes_on_partial_labels_match_one(tmp_path: Path) -> None:
     assert max(curve_two) > 0.6 and max(curve_one) > 0.6  # learnt (predicting the majority gives 0.18)
     # Same global batches; only the averaging of the loss over the two halves differs.
     assert max(abs(a - b) for a, b in zip(curve_two, curve_one)) < 0.1, (curve_two, curve_one)
+
+
+@pytest.mark.parametrize("feature_cache", [False, True], ids=["tokens", "feature_cache"])
+def test_two_cpu_processes(small_corpus: dict, tmp_path: Path, feature_cache: bool) -> None:
+    """`accelerate launch --cpu --num_processes 2` silently starts one process; this form starts two.
+    With the feature cache, rank 0 builds the store and rank 1 opens it."""
+    out = tmp_path / "ddp"
+    cache = ["model.freeze_embeddings=true", "model.freeze_layers=1", "train.feature_cache=true"] if feature_cache else []
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1"}
+    cmd = [str(ROOT / ".venv/bin/accelerate") if (ROOT / ".venv/bin/accelerate").exists() else "accelerate",
+           "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "training.train", "--config", "configs/tiny.yaml",
+           *corpus_overrides(small_corpus, out), "train.epochs=1", "train.final_report=false",
+           "train.report_to=[tensorboard]", *cache]
+    result = run(cmd, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    assert ("feature cache:" in result.stdout) == feature_cache
     # both ranks wrote their RNG state into the checkpoint
     checkpoint = sorted((tmp_path / "two" / "checkpoints").glob("step_*"))[-1]
     assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}

@@ -81,6 +81,9 @@ class TrainArgs:
     # article: batch_size articles per batch, loss on their window logits aggregated the way
     # predictions are (model.aggregation); window: batch_size windows, each with its article's labels
     loss_on: str = "article"
+    # Frozen embeddings + lowest model.freeze_layers layers computed once per run (memory-mapped
+    # under the run folder) instead of every epoch: auto = on when both are frozen | true | false
+    feature_cache: bool | str = "auto"
     seed: int = 42
     patience: int = 2  # epochs without dev improvement before stopping
     save_every_steps: int = 0  # 0 = checkpoint at the end of each epoch only
@@ -265,6 +268,11 @@ def _check_choices(cfg: RunConfig, where: str) -> None:
     for section, attr in positive:
         if getattr(getattr(cfg, section), attr) < 1:
             raise ConfigError(f"{where}: {section}.{attr} must be at least 1")
+    if cfg.train.feature_cache not in (True, False, "auto"):
+        raise ConfigError(f"{where}: train.feature_cache = {cfg.train.feature_cache!r}; allowed: [auto, true, false]")
+    if cfg.train.feature_cache is True and not (cfg.model.freeze_embeddings and cfg.model.freeze_layers > 0):
+        raise ConfigError(f"{where}: train.feature_cache = true needs model.freeze_embeddings: true and "
+                          f"model.freeze_layers > 0 (only frozen layers give the same output every epoch)")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"{where}: train.learning_rate must be positive")
     for unknown in set(cfg.train.report_to) - {"tensorboard"}:

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -67,6 +68,14 @@ from training.data import (
     load_train_split,
     window_dataset,
 )
+from training.feature_cache import (
+    CACHE_FOLDER,
+    CachedCollator,
+    build_feature_store,
+    feature_cache_wanted,
+    token_windows,
+    with_feature_rows,
+)
 from training.finalize import finalize_run
 from training.metrics import expected_calibration_error, mean_macro_f1, task_metrics
 
@@ -87,7 +96,8 @@ class RunContext:
 
 # --------------------------------------------------------------------------- setup
 def mixed_precision_for(setting: str) -> str:
-    """``auto`` → bf16 on a GPU that supports it or on a CPU with AMX, else full precision."""
+    """``auto`` → bf16 on a GPU that supports it or on a CPU where bf16 measures clearly faster
+    than fp32 (:func:`model.hardware.cpu_bf16_decision`, cached), else full precision."""
     if setting != "auto":
         return setting
     on_cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
@@ -162,9 +172,10 @@ def get_dataloaders(
     return train_ds, dev_dl
 
 
-def epoch_loader(cfg: RunConfig, train_ds: Any, tokenizer: Any, epoch: int) -> DataLoader:
+def epoch_loader(cfg: RunConfig, train_ds: Any, tokenizer: Any, epoch: int, collate: Any = None) -> DataLoader:
     """A loader over the training windows in an order fixed by (seed, epoch), so a
-    resumed run sees exactly the batches an uninterrupted one would.
+    resumed run sees exactly the batches an uninterrupted one would. ``collate`` defaults
+    to token batches (``Collator(tokenizer)``); cached features use a ``CachedCollator``.
 
     Its own generator: starting an iterator draws a seed, and drawn from the global
     RNG that draw would land at the epoch start in one run and after the restored
@@ -173,10 +184,42 @@ def epoch_loader(cfg: RunConfig, train_ds: Any, tokenizer: Any, epoch: int) -> D
     return DataLoader(
         train_ds.shuffle(seed=cfg.train.seed + epoch),
         batch_size=cfg.train.batch_size,
-        collate_fn=Collator(tokenizer),
+        collate_fn=collate or Collator(tokenizer),
         num_workers=cfg.train.num_workers,
         generator=torch.Generator().manual_seed(cfg.train.seed + epoch),
     )
+
+
+def use_feature_cache(
+    cfg: RunConfig, accelerator: Accelerator, model: MultiTaskClassifier, tokenizer: Any, train_ds: Any, dev_dl: DataLoader,
+) -> tuple[Any, DataLoader, Any]:
+    """Compute the frozen layers' output for every training and dev window once (rank 0 builds,
+    the others wait and open the same store) and return the training rows, the dev loader
+    and the collate function that read from it instead of running those layers each epoch."""
+    layers = cfg.model.freeze_layers
+    dev_ds = dev_dl.dataset
+    train_windows, dev_windows = token_windows(train_ds), token_windows(dev_ds)
+    model.to(accelerator.device)
+    with accelerator.main_process_first():
+        store = build_feature_store(
+            model, train_windows + dev_windows, layers, cfg.run_dir / CACHE_FOLDER,
+            pad_id=tokenizer.pad_token_id or 0, precision=accelerator.mixed_precision, autocast=accelerator.autocast,
+            batch_windows=cfg.train.eval_batch_size,
+        )
+    accelerator.print(f"feature cache: layers 0-{layers - 1} of {len(store)} windows computed once "
+                      f"({store.hidden.nbytes / 2**20:.0f} MiB, {store.path})")
+    collate = CachedCollator(store)
+    dev_dl = DataLoader(with_feature_rows(dev_ds, len(train_windows)), batch_size=cfg.train.eval_batch_size,
+                        collate_fn=collate, num_workers=cfg.train.num_workers)
+    return with_feature_rows(train_ds, 0), dev_dl, collate
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The model's inputs in a batch: token ids, or cached hidden states and their layer."""
+    if "hidden_states" in batch:
+        return {"hidden_states": batch["hidden_states"], "attention_mask": batch["attention_mask"],
+                "from_layer": batch["from_layer"]}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -190,7 +233,7 @@ def dev_logits(
     logits: dict[str, list[torch.Tensor]] = {t.name: [] for t in tasks}
     index: list[torch.Tensor] = []
     for batch in dev_dl:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        out = model(**model_inputs(batch))
         gathered = accelerator.gather_for_metrics(({k: v.float() for k, v in out.logits.items()}, batch["article"]))
         for name in logits:
             logits[name].append(gathered[0][name].cpu())
@@ -276,6 +319,15 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
                                               allow_pickle=cfg.model.allow_pickle_weights)
     trainable = freeze(model, cfg.model.freeze_embeddings, cfg.model.freeze_layers)
     train_ds, dev_dl = get_dataloaders(cfg, tokenizer, pre, train, dev)
+    collate = None
+    cached = feature_cache_wanted(cfg.train.feature_cache, cfg.model.freeze_embeddings, cfg.model.freeze_layers)
+    if cached and not model.supports_layer_split():
+        if cfg.train.feature_cache is True:
+            raise ConfigError(f"train.feature_cache = true: the {type(model.encoder).__name__} encoder cannot be cut "
+                              f"after a layer; set train.feature_cache: false")
+        cached = False
+    if cached:
+        train_ds, dev_dl, collate = use_feature_cache(cfg, accelerator, model, tokenizer, train_ds, dev_dl)
 
     steps_per_epoch = math.ceil(math.ceil(len(train_ds) / cfg.train.batch_size) / cfg.train.gradient_accumulation_steps)
     total_steps = steps_per_epoch * cfg.train.epochs
@@ -298,11 +350,13 @@ def training_function(cfg: RunConfig, resume: bool = False) -> TrainerState:
 
     run = RunContext(cfg, accelerator, tokenizer, pre, tasks, dev, dev_dl, run_dir)
     while not state.finished and state.epoch < cfg.train.epochs:
-        loader = accelerator.prepare(epoch_loader(cfg, train_ds, tokenizer, state.epoch))
+        loader = accelerator.prepare(epoch_loader(cfg, train_ds, tokenizer, state.epoch, collate))
         _train_epoch(model, optimizer, scheduler, loader, state, run)
         _end_epoch(model, state, run)
     state.finished = True
     accelerator.wait_for_everyone()
+    if cached and accelerator.is_main_process:  # finished: nothing will read it again
+        shutil.rmtree(run_dir / CACHE_FOLDER, ignore_errors=True)
     accelerator.end_training()  # closes trackers and the process group: no collective after this
     return state
 
@@ -369,8 +423,8 @@ def batch_loss(model: Any, batch: dict[str, torch.Tensor], aggregation: str) -> 
     aggregated per article (``aggregation``, as at prediction time), so training optimises
     the scores users get (a window without the article's stance cues is not pushed to fake one)."""
     if "window_article" not in batch:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return model(**model_inputs(batch), labels=batch["labels"]).loss
+    out = model(**model_inputs(batch))
     n_articles = len(batch["labels"])
     logits = {name: aggregate_windows(v, batch["window_article"], n_articles, aggregation)
               for name, v in out.logits.items()}
