@@ -56,6 +56,19 @@ def test_loss_ignores_unlabelled_heads_in_its_value(backbone: str) -> None:
     assert torch.allclose(out.loss, torch.nn.functional.cross_entropy(out.logits["topic"], torch.tensor([0, 2])))
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_upper_layers_from_hidden_states_give_the_same_logits(backbone: str, pooling: str) -> None:
+    model = MultiTaskClassifier.from_backbone(backbone, TASKS, pooling=pooling).eval()
+    inputs = batch(AutoTokenizer.from_pretrained(backbone))
+    assert model.supports_layer_split() and (inputs["attention_mask"] == 0).any()  # padding in the batch
+    with torch.no_grad():
+        full = model(**inputs).logits
+        for layers in (0, 1, model.config.encoder_config.num_hidden_layers):
+            hidden = model.encode_lower(inputs["input_ids"], inputs["attention_mask"], layers)
+            split = model(hidden_states=hidden, attention_mask=inputs["attention_mask"], from_layer=layers).logits
+            assert all(torch.equal(full[name], split[name]) for name in full), layers
+
+
 def test_loss_is_weighted_sum_of_tasks(backbone: str) -> None:
     model = MultiTaskClassifier.from_backbone(backbone, TASKS).eval()
     inputs = batch(AutoTokenizer.from_pretrained(backbone))

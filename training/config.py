@@ -77,7 +77,7 @@ class TrainArgs:
     warmup_ratio: float = 0.1
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
-    mixed_precision: str = "auto"  # auto (bf16 on a bf16 GPU or an AMX CPU, else no) | no | bf16 | fp16
+    mixed_precision: str = "auto"  # auto (bf16 on a bf16 GPU or a CPU measured fast in bf16, else no) | no | bf16 | fp16
     # article: batch_size articles per batch, loss on their window logits aggregated the way
     # predictions are (model.aggregation); window: batch_size windows, each with its article's labels
     loss_on: str = "article"
