@@ -121,10 +121,14 @@ def import_labels(export: str | os.PathLike, out: str | os.PathLike, tasks: Sequ
         raise ExportError(f"{export}: no task has an annotation; label some articles before exporting")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    # Validated under a .jsonl name (the record reader goes by the suffix), renamed when clean.
+    tmp = out.with_name(out.name + ".importing.jsonl")
     tmp.write_text("".join(json_line(r) for r in records), encoding="utf-8")
     try:
-        load_labelled(str(tmp), data, tasks, pre)
+        # A batch may label some heads only (e.g. picked with --task): it is checked on the heads
+        # it labels; "no record labels task X" is a rule for a whole training file, not a batch.
+        labelled = [t for t in tasks if any(t.name in r for r in records)]
+        load_labelled(str(tmp), data, labelled, pre)
     except DataError as e:
         tmp.unlink()
         raise ExportError(_locate(str(e), tmp, origins)) from None
