@@ -34,7 +34,11 @@ def wilson_interval(count: Any, n: Any, z: float = Z95) -> tuple[np.ndarray, np.
         denom = 1 + z**2 / n
         centre = (share + z**2 / (2 * n)) / denom
         half = z * np.sqrt(share * (1 - share) / n + z**2 / (4 * n**2)) / denom
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    # Exactly 0 (n of n) has an exact bound of 0 (1); rounding would leave ~1e-17 instead.
+    low = np.where(count == 0, 0.0, np.clip(centre - half, 0.0, 1.0))
+    high = np.where(count == n, 1.0, np.clip(centre + half, 0.0, 1.0))
+    low, high = np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
+    return low, high
 
 
 def share_table(raw: pd.DataFrame, labels: Sequence[str] | None, with_probs: bool) -> pd.DataFrame:
