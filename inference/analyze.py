@@ -58,6 +58,7 @@ class ScoreColumns:
     tasks: list[str]
     labels: dict[str, list[str]] = field(default_factory=dict)
     prob_sql: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> label -> SQL expression
+    used: list[str] = field(default_factory=list)  # the file's columns the analysis reads
 
 
 def score_files(path: str | os.PathLike) -> tuple[str, list[str]]:
@@ -113,7 +114,7 @@ def discover_columns(columns: Sequence[str], types: Sequence[Any]) -> ScoreColum
     ``X_probs`` object (JSONL) or ``X_prob_<label>`` columns (CSV, Parquet) when present."""
     names = list(columns)
     tasks = [c for c in names if f"{c}_score" in names and not c.endswith("_score")]
-    found = ScoreColumns(tasks=tasks)
+    found = ScoreColumns(tasks=tasks, used=list(tasks))
     for task in tasks:
         nested = f"{task}_probs"
         flat = [c for c in names if c.startswith(f"{task}_prob_")]
@@ -122,8 +123,10 @@ def discover_columns(columns: Sequence[str], types: Sequence[Any]) -> ScoreColum
             labels = [name for name, _ in getattr(kind, "children", [])]
             found.prob_sql[task] = {lab: f"struct_extract({_quote_ident(nested)}, {_quote_literal(lab)})"
                                     for lab in labels}
+            found.used.append(nested)
         elif flat:
             found.prob_sql[task] = {c[len(task) + 6:]: _quote_ident(c) for c in flat}
+            found.used += flat
         found.labels[task] = list(found.prob_sql.get(task, {}))
     return found
 
@@ -226,7 +229,9 @@ def _prepare_view(con: Any, reader: str, files: list[str], scores: Any, opts: An
         raise AnalyzeError(f"{scores}: no scored task columns (a label column X with X_score); columns are {names}")
     date = f"try_cast(left(CAST({_quote_ident(opts.date_field)} AS VARCHAR), 10) AS DATE)"
     group = f"CAST({_quote_ident(opts.by)} AS VARCHAR)" if opts.by else "'all'"
-    con.execute(f"CREATE TEMP VIEW scored AS SELECT *, {group} AS grp, "
+    # Only the columns used, under names a scored file cannot already hold (it may have a 'period').
+    keep = ", ".join(_quote_ident(c) for c in columns.used)
+    con.execute(f"CREATE TEMP VIEW scored AS SELECT {keep}, {group} AS grp, "
                 f"date_trunc('{opts.every}', {date}) AS period FROM {_source_sql(reader, files)}")
     return columns
 

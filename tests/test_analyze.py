@@ -108,6 +108,12 @@ def test_parquet_folder_and_csv_give_the_same_tables_as_jsonl(tmp_path: Path) ->
             pd.testing.assert_frame_equal(other.shares[task], reference.shares[task], check_dtype=False)
 
 
+def test_columns_named_like_internal_ones_do_not_clash(tmp_path: Path) -> None:
+    rows = [{**r, "period": "Q4", "grp": 7} for r in hand_rows()]
+    result = analyze(write_jsonl(tmp_path / "s.jsonl", rows), tmp_path / "out", every="week", show_progress=False)
+    assert (result.rows, result.skipped) == (9, 2) and set(result.counts["group"]) == {"a", "b"}
+
+
 def test_change_point_found_where_intervals_separate(tmp_path: Path) -> None:
     rows, i = [], 0
     for month, share_against in (("2020-01-15", 0.1), ("2020-02-15", 0.1), ("2020-03-15", 0.9)):
