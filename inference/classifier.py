@@ -239,6 +239,32 @@ class Classifier:
             for name, value in window_logits.items()
         }
 
+    @torch.inference_mode()
+    def embed_prepared(self, prepared: Sequence[str]) -> np.ndarray:
+        """Article embeddings ``[n, hidden]``: the encoder's last hidden states mean-pooled over
+        each window's tokens, then averaged over the article's windows (whatever pooling the
+        heads use), e.g. to spread a labelling sample over the embedding space.
+
+        >>> clf.embed_prepared([clf.prepare("نص المقال")]).shape  # doctest: +SKIP
+        (1, 384)
+        """
+        hidden = self.model.config.encoder_config.hidden_size
+        if not prepared:
+            return np.zeros((0, hidden), dtype=np.float32)
+        windows, owner = [], []
+        for article, article_windows in enumerate(self.pre.windows(self.tokenizer, list(prepared))):
+            windows.extend(article_windows)
+            owner.extend([article] * len(article_windows))
+        pooled = torch.empty(len(windows), hidden)
+        for batch_ids in self._batches(windows):
+            input_ids, mask = self._pad([windows[i] for i in batch_ids])
+            states = self.model.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+            weights = mask.unsqueeze(-1).float()
+            pooled[batch_ids] = ((states * weights).sum(1) / weights.sum(1).clamp(min=1.0)).cpu()
+        sums = torch.zeros(len(prepared), hidden).index_add_(0, torch.tensor(owner), pooled)
+        counts = torch.bincount(torch.tensor(owner), minlength=len(prepared)).clamp(min=1).unsqueeze(1)
+        return (sums / counts).numpy()
+
     def _batches(self, windows: Sequence[Sequence[int]]) -> Iterator[list[int]]:
         """Length-sorted batches under both the window and the padded-token budget (lengths
         rounded up as :meth:`_padded_length` pads them). The last, partial batch is cut into
@@ -261,15 +287,16 @@ class Classifier:
         rounded = -(-longest // self.pad_multiple) * self.pad_multiple
         return max(longest, min(rounded, self.pre.max_length))
 
-    def _forward(self, windows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    def _pad(self, windows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input ids and attention mask on the model's device, padded as :meth:`_padded_length` says."""
         length = self._padded_length(max(len(w) for w in windows))
         padded = self.tokenizer.pad({"input_ids": list(windows)}, padding="max_length", max_length=length,
                                     return_tensors="pt")
-        out = self.model(
-            input_ids=padded["input_ids"].to(self.device),
-            attention_mask=padded["attention_mask"].to(self.device),
-        )
-        return out.logits
+        return padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)
+
+    def _forward(self, windows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = self._pad(windows)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
 def _power_of_two_pieces(batch: list[int]) -> Iterator[list[int]]:
