@@ -247,8 +247,11 @@ def agreement(folder: Path, records) -> dict[str, float]:
     def largest_difference(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> float:
         return float(max(np.abs(ours[k] - theirs[k]).max() for k in ours))
 
-    one = load_classifier(folder, windows=1, dtype="fp32").logits(records, calibrated=False)
-    shipped = load_classifier(folder, dtype="fp32").logits(records, calibrated=False)
+    def transformer_logits(clf) -> dict[str, np.ndarray]:  # before any lexical (TF-IDF) mix
+        return clf.logits_prepared([clf.prepare(r["text"], r.get("title")) for r in records])
+
+    one = transformer_logits(load_classifier(folder, windows=1, dtype="fp32"))
+    shipped = transformer_logits(load_classifier(folder, dtype="fp32"))
     return {"max_abs_logit_diff_1window_vs_naive": largest_difference(one, naive_logits(model, tokenizer, pre, records)),
             "max_abs_logit_diff_shipped_vs_naive_windows":
                 largest_difference(shipped, naive_window_logits(model, tokenizer, pre, records))}
