@@ -5,6 +5,10 @@ Commands::
     python -m inference.score --model runs/demo/best --input dump.jsonl.gz --output scores.jsonl
     python -m inference.score --model DIR --input dump.csv --output scores.parquet --probs --quantize int8
     python -m inference.score ... --resume          # after a crash or kill: continue, nothing lost or doubled
+    # a folder (or a glob) of JSONL/CSV/Parquet files, .gz or .zst: one output per input, Parquet by default
+    python -m inference.score --model DIR --input dumps/ --output scores/ --keep source,date,url
+    # on Ray (pip install 'nabaa[ray]'): a local Ray on this machine, or --address auto to join a cluster
+    python -m inference.score --engine ray --model DIR --input dumps/ --output scores/
     # several processes (GPUs, or CPU processes): each scores a shard, the main process merges
     accelerate launch --num_processes 4 -m inference.score --model DIR --input dump.jsonl --output s.jsonl
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m inference.score ...
@@ -15,6 +19,13 @@ buffer; ``--resume`` drops a torn last line (and the rest of a partly written
 buffer) and skips the records already journalled. When every shard is done, the
 main process merges the journals in input order into ``OUTPUT`` and
 ``OUTPUT.errors.jsonl`` (temp file + rename) and only then deletes the journals.
+A manifest beside each output (:mod:`inference.jobs`) lets a rerun of the same
+command skip the files already complete; with several input files a rerun also
+resumes interrupted journals without ``--resume``.
+
+Identical prepared texts (wire copies) are scored once per process: a hash of the
+prepared text is looked up in a bounded cache before the model runs; every row still
+gets its own output line, and the summary counts the repeats (``--no-dedup`` turns it off).
 
 Exit status: 0 all records scored; 3 some records went to the errors file
 (bad JSON/UTF-8, missing or empty text, missing id, duplicate id); 2 usage errors.
@@ -23,12 +34,14 @@ Exit status: 0 all records scored; 3 some records went to the errors file
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +49,16 @@ import torch
 from tqdm.auto import tqdm
 
 from inference.classifier import Classifier
-from inference.writers import RowWriter, json_line, output_format
+from inference.jobs import (
+    FileJob,
+    errors_path,
+    folder_mode,
+    job_state,
+    model_fingerprint,
+    plan_jobs,
+    write_manifest,
+)
+from inference.writers import RowWriter, json_line, plain_value
 from model.preprocess import EmptyTextError
 from model.records import RawRecord, RecordFileError, iter_records
 from model.serialization import ModelFolderError
@@ -61,19 +83,79 @@ class ScoreArgs:
     batch_size: int = 64
     max_batch_tokens: int = 16384
     buffer_size: int = 256
+    format: str = "parquet"
+    keep: list[str] = field(default_factory=list)
+    keep_all: bool = False
+    dedup: bool = True
+    dedup_cache: int = 200_000
+    engine: str = "local"
+    address: str | None = None
+    actors: int | None = None
+    threads_per_actor: int | None = None
+    block_records: int = 256
 
 
 @dataclass
 class Summary:
+    """What a run did. ``duplicates`` are repeated ids (reported); ``repeated_texts`` are rows whose
+    prepared text had already been scored in this run (scored once, written every time)."""
+
     scored: int = 0
     errors: int = 0
     duplicates: int = 0
     seconds: float = 0.0
     scored_this_run: int = 0
+    repeated_texts: int = 0
+    files: int = 0
+    files_skipped: int = 0
 
     @property
     def per_second(self) -> float:
         return self.scored_this_run / self.seconds if self.seconds else 0.0
+
+    def add(self, other: Summary) -> None:
+        for name in ("scored", "errors", "duplicates", "scored_this_run", "repeated_texts", "files", "files_skipped"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def counts(self) -> dict[str, int]:
+        """The counts a manifest records for one output file."""
+        return {"rows": self.scored, "errors": self.errors, "duplicates": self.duplicates,
+                "input_records": self.scored + self.errors, "repeated_texts": self.repeated_texts}
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any]) -> Summary:
+        return cls(scored=manifest.get("rows", 0), errors=manifest.get("errors", 0),
+                   duplicates=manifest.get("duplicates", 0), repeated_texts=manifest.get("repeated_texts", 0),
+                   files=1, files_skipped=1)
+
+
+class TextCache:
+    """Probabilities of prepared texts already scored, by a 128-bit hash of the text (LRU, bounded).
+
+    >>> cache = TextCache(2); cache.put(TextCache.key("a"), {"topic": [1.0]}); cache.get(TextCache.key("a"))
+    {'topic': [1.0]}
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[bytes, dict[str, list[float]]] = OrderedDict()
+
+    @staticmethod
+    def key(prepared: str) -> bytes:
+        return hashlib.blake2b(prepared.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    def get(self, key: bytes) -> dict[str, list[float]] | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: bytes, value: dict[str, list[float]]) -> None:
+        if self.capacity <= 0:
+            return
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
 
 
 # --------------------------------------------------------------------------- journals
@@ -83,10 +165,6 @@ def journal_path(output: Path, k: int, n: int) -> Path:
 
 def meta_path(output: Path) -> Path:
     return output.with_name(output.name + ".journal-meta.json")
-
-
-def errors_path(output: Path) -> Path:
-    return output.with_name(output.name + ".errors.jsonl")
 
 
 def recover_journal(path: Path, align: int = 1) -> int:
@@ -121,8 +199,14 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- one record
-def check_record(rec: RawRecord, args: ScoreArgs, clf: Classifier) -> tuple[dict[str, Any], str | None]:
-    """Validate a record; return its journal entry (without scores) and its prepared text."""
+def check_record(rec: RawRecord, args: ScoreArgs, prepare: Classifier | Callable[[str, Any], str],
+                 ) -> tuple[dict[str, Any], str | None]:
+    """Validate a record; return its journal entry (without scores) and its prepared text.
+
+    ``prepare`` is a :class:`Classifier` or its ``prepare(text, title)`` method (the Ray
+    engine's CPU tasks have the preprocessing without the model).
+    """
+    prepare = prepare.prepare if isinstance(prepare, Classifier) else prepare
     entry: dict[str, Any] = {"line": rec.line}
     if rec.error:
         entry["error"] = rec.error
@@ -144,30 +228,76 @@ def check_record(rec: RawRecord, args: ScoreArgs, clf: Classifier) -> tuple[dict
         entry["error"] = f"empty text field '{args.text_field}'"
     else:
         try:
-            return entry, clf.prepare(text, title)
+            prepared = prepare(text, title)
         except EmptyTextError:
             entry["error"] = f"text field '{args.text_field}' is empty after normalisation"
+        else:
+            kept = kept_fields(data, args)
+            if kept:
+                entry["k"] = kept
+            return entry, prepared
     return entry, None
 
 
-def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier) -> list[dict[str, Any]]:
-    """Journal entries for a buffer of records, in input order (batching is length-sorted inside)."""
-    entries, prepared, owners = [], [], []
+def kept_fields(data: dict[str, Any], args: ScoreArgs) -> dict[str, Any]:
+    """The input fields copied into the output row: ``--keep`` ones (missing = null), or with
+    ``--keep-all`` every field but the id, text and title."""
+    if args.keep_all:
+        skip = {args.id_field, args.text_field, args.title_field}
+        return {k: plain_value(v) for k, v in data.items() if k not in skip}
+    return {name: plain_value(data.get(name)) for name in args.keep}
+
+
+def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier,
+                 cache: TextCache | None = None) -> list[dict[str, Any]]:
+    """Journal entries for a buffer of records, in input order (batching is length-sorted inside).
+
+    With a ``cache``, a prepared text seen before in this run (or earlier in this buffer) is
+    not scored again: its entry gets the first copy's probabilities and ``"r": 1``.
+    """
+    entries, prepared = [], []
     for rec in records:
         entry, text = check_record(rec, args, clf)
         entries.append(entry)
-        if text is not None:
-            prepared.append(text)
-            owners.append(len(entries) - 1)
-    if prepared:
-        probs = clf.predict_proba_prepared(prepared)
-        for row, owner in enumerate(owners):
-            entries[owner]["p"] = {name: [round(float(v), 7) for v in p[row]] for name, p in probs.items()}
+        prepared.append(text)
+    fill_scores(entries, prepared, clf.predict_proba_prepared, cache)
     return entries
 
 
+def fill_scores(entries: list[dict[str, Any]], prepared: Sequence[str | None],
+                predict: Callable[[list[Any]], dict[str, Any]], cache: TextCache | None,
+                payload: Sequence[Any] | None = None) -> None:
+    """Put ``"p"`` (probabilities rounded to 7 digits) into every entry with a prepared text,
+    running ``predict`` once per distinct text (on ``payload[i]`` if given, else the text)."""
+    todo: dict[bytes, list[int]] = {}
+    for i, text in enumerate(prepared):
+        if text is None:
+            continue
+        key = TextCache.key(text) if cache is not None else i.to_bytes(8, "little")
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None:
+            entries[i]["p"], entries[i]["r"] = hit, 1
+        elif key in todo:
+            todo[key].append(i)
+        else:
+            todo[key] = [i]
+    if not todo:
+        return
+    firsts = [owners[0] for owners in todo.values()]
+    probs = predict([(payload if payload is not None else prepared)[i] for i in firsts])
+    for row, (key, owners) in enumerate(todo.items()):
+        scores = {name: [round(float(v), 7) for v in p[row]] for name, p in probs.items()}
+        for n, i in enumerate(owners):
+            entries[i]["p"] = scores
+            if n:
+                entries[i]["r"] = 1
+        if cache is not None:
+            cache.put(key, scores)
+
+
 # --------------------------------------------------------------------------- shard loop
-def score_shard(clf: Classifier, args: ScoreArgs, k: int, n: int, show_progress: bool) -> tuple[int, int]:
+def score_shard(clf: Classifier, args: ScoreArgs, k: int, n: int, show_progress: bool,
+                cache: TextCache | None = None) -> tuple[int, int]:
     """Score this process's shard into its journal; return (records done before, records done now)."""
     journal = journal_path(Path(args.output), k, n)
     done = recover_journal(journal, align=args.buffer_size)
@@ -179,17 +309,18 @@ def score_shard(clf: Classifier, args: ScoreArgs, k: int, n: int, show_progress:
         for rec in iter_records(args.input, skip=done, shard=(k, n)):
             buffer.append(rec)
             if len(buffer) >= args.buffer_size:
-                new += _flush(buffer, args, clf, out, bar)
+                new += _flush(buffer, args, clf, out, bar, cache)
                 buffer = []
-        new += _flush(buffer, args, clf, out, bar)
+        new += _flush(buffer, args, clf, out, bar, cache)
     bar.close()
     return done, new
 
 
-def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, bar: Any) -> int:
+def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, bar: Any,
+           cache: TextCache | None) -> int:
     if not buffer:
         return 0
-    entries = score_buffer(buffer, args, clf)
+    entries = score_buffer(buffer, args, clf, cache)
     out.write("".join(json_line(e) for e in entries))
     out.flush()
     os.fsync(out.fileno())  # what is journalled survives a kill; --resume starts after it
@@ -198,30 +329,67 @@ def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, 
 
 
 # --------------------------------------------------------------------------- merge
-def merge(args: ScoreArgs, clf: Classifier, n: int) -> Summary:
+class OutputFile:
+    """One output file being written from entries in input order: rows, errors file, duplicate ids,
+    counts; :meth:`commit` writes the manifest and renames the errors file and the output into place.
+    Both engines write through it, so their outputs agree byte for byte on the same scores."""
+
+    def __init__(self, output: Path, tasks: Sequence[Any], args: ScoreArgs):
+        self.output, self.summary, self.first_seen = output, Summary(files=1), {}
+        self.errors_tmp = errors_path(output).with_name(errors_path(output).name + ".tmp")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = RowWriter(output, tasks, args.probs, keep=args.keep, keep_all=args.keep_all)
+        self.errors: Any = None
+
+    def __enter__(self) -> OutputFile:
+        self.rows.__enter__()
+        self.errors = open(self.errors_tmp, "w", encoding="utf-8")
+        return self
+
+    def add(self, entry: dict[str, Any]) -> None:
+        summary = self.summary
+        if "error" in entry:
+            summary.errors += 1
+            self.errors.write(json_line({"line": entry["line"], "id": entry.get("id"), "reason": entry["error"]}))
+            return
+        rid = entry["id"]
+        if rid in self.first_seen:
+            summary.duplicates += 1
+            self.errors.write(json_line({"line": entry["line"], "id": rid, "reason":
+                                         f"duplicate id (first on line {self.first_seen[rid]}); scored anyway"}))
+        else:
+            self.first_seen[rid] = entry["line"]
+        self.rows.write(rid, entry["p"], entry.get("k"))
+        summary.scored += 1
+        summary.repeated_texts += entry.get("r", 0)
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.errors.flush()
+        os.fsync(self.errors.fileno())
+        self.errors.close()
+        self.rows.__exit__(exc_type, *exc)
+        if exc_type is not None:
+            self.errors_tmp.unlink(missing_ok=True)
+
+    def commit(self, job: FileJob, identity: dict[str, Any]) -> Summary:
+        if self.rows.dropped_fields:
+            print(f"note: {self.output}: fields first seen after the first row are not columns of a flat "
+                  f"output: {sorted(self.rows.dropped_fields)} (use a .jsonl output to keep them)", file=sys.stderr)
+        write_manifest(job, identity, self.summary.counts())
+        os.replace(self.errors_tmp, errors_path(self.output))
+        self.rows.commit()  # the output appears last: an output file always has its manifest and errors
+        return self.summary
+
+
+def merge(args: ScoreArgs, clf: Classifier, n: int, identity: dict[str, Any] | None = None) -> Summary:
     """Interleave the shard journals back into input order; write output and errors atomically."""
     output = Path(args.output)
     journals = [journal_path(output, k, n) for k in range(n)]
     readers = [read_journal(j) for j in journals]
-    summary, first_seen = Summary(), {}
-    errors_tmp = errors_path(output).with_name(errors_path(output).name + ".tmp")
-    with RowWriter(output, clf.tasks, args.probs) as rows, open(errors_tmp, "w", encoding="utf-8") as errors:
+    with OutputFile(output, clf.tasks, args) as out:
         for entry in _round_robin(readers):
-            if "error" in entry:
-                summary.errors += 1
-                errors.write(json_line({"line": entry["line"], "id": entry.get("id"), "reason": entry["error"]}))
-                continue
-            rid = entry["id"]
-            if rid in first_seen:
-                summary.duplicates += 1
-                errors.write(json_line({"line": entry["line"], "id": rid, "reason":
-                                        f"duplicate id (first on line {first_seen[rid]}); scored anyway"}))
-            else:
-                first_seen[rid] = entry["line"]
-            rows.write(rid, entry["p"])
-            summary.scored += 1
-    rows.commit()
-    os.replace(errors_tmp, errors_path(output))
+            out.add(entry)
+    summary = out.commit(FileJob(Path(args.input), output), identity or run_identity(args))
     for journal in journals:
         journal.unlink()
     meta_path(output).unlink(missing_ok=True)
@@ -240,12 +408,22 @@ def _round_robin(readers: list[Iterator[dict[str, Any]]]) -> Iterator[dict[str, 
 
 
 # --------------------------------------------------------------------------- driver
-def check_start(args: ScoreArgs, n: int) -> str | None:
-    """Refuse to clobber finished output or to mix runs; return a reason to stop early, if any."""
+def run_identity(args: ScoreArgs) -> dict[str, Any]:
+    """What must match for a finished output to count as this run's (recorded in its manifest)."""
+    return {"model_sha256": model_fingerprint(args.model), "dtype": args.dtype, "quantize": args.quantize,
+            "text_field": args.text_field, "id_field": args.id_field, "title_field": args.title_field,
+            "probs": args.probs, "keep": "*" if args.keep_all else ",".join(args.keep)}
+
+
+def check_start(args: ScoreArgs, n: int, identity: dict[str, Any] | None = None) -> str | None:
+    """Refuse to clobber finished output or to mix runs; return a reason to stop early, if any.
+
+    ``"skip"`` means the output is complete and belongs to this run (see :mod:`inference.jobs`).
+    """
     output = Path(args.output)
     meta = {"input": str(Path(args.input).resolve()), "model": str(Path(args.model).resolve()),
             "processes": n, "text_field": args.text_field, "id_field": args.id_field,
-            "title_field": args.title_field}
+            "title_field": args.title_field, "keep": args.keep, "keep_all": args.keep_all, "probs": args.probs}
     journals_exist = any(output.parent.glob(f"{output.name}.part-*.journal"))
     if journals_exist and not args.resume:
         return (f"{output}: an interrupted run's journals exist; pass --resume to continue it "
@@ -257,7 +435,11 @@ def check_start(args: ScoreArgs, n: int) -> str | None:
             return f"--resume: this run differs from the interrupted one: {diff}"
         return None
     if output.exists() and not args.overwrite:
-        return f"{output} exists; pass --overwrite to replace it"
+        state = job_state(FileJob(Path(args.input), output), identity or run_identity(args))
+        if state.done:
+            return "skip"
+        if state.problem:
+            return state.problem
     output.parent.mkdir(parents=True, exist_ok=True)
     # The (empty) journals mark the run as started before anything else: killed while the
     # model loads, a --resume must still redo the work, not call a previous output complete.
@@ -270,42 +452,75 @@ def check_start(args: ScoreArgs, n: int) -> str | None:
 
 
 def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
-    """Score ``args.input`` into ``args.output`` (single or multi-process); return (summary, exit code)."""
+    """Score ``args.input`` (a file, glob or folder) into ``args.output``, single or multi-process;
+    return (summary, exit code)."""
+    if args.engine == "ray":
+        from inference.ray_engine import run_ray
+
+        return run_ray(args)
     from accelerate import PartialState
 
     # Without cpu=True, PartialState ignores a CPU launch (`ACCELERATE_USE_CPU=1 accelerate launch
     # --multi_gpu`) and every process would score the whole dump as process 0 of 1.
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)
-    k, n = state.process_index, state.num_processes
-    output_format(args.output)
-    output = Path(args.output)
-    if args.resume and output.exists() and not any(output.parent.glob(f"{output.name}.part-*.journal")):
-        if state.is_main_process:
-            print(f"{output} is already complete; nothing to resume")
-        return None, EXIT_OK
-    problem = check_start(args, n) if state.is_main_process else None
-    problem = _broadcast(problem, state)
-    if problem:
-        if state.is_main_process:
-            print(f"error: {problem}", file=sys.stderr)
-        return None, EXIT_USAGE
+    jobs = plan_jobs(args.input, args.output, args.format)
+    many = folder_mode(args.input, args.output)
+    identity = run_identity(args)
+    totals, clf, code, start = Summary(), None, EXIT_OK, time.time()
+    for job in jobs:
+        # With a folder of inputs a rerun is always a resume: that is how it finishes the rest.
+        file_args = replace(args, input=str(job.input), output=str(job.output), resume=args.resume or many)
+        problem = check_start(file_args, state.num_processes, identity) if state.is_main_process else None
+        problem = _broadcast(problem, state)
+        if problem == "skip":
+            if state.is_main_process:
+                totals.add(Summary.from_manifest(job_state(job, identity).manifest))
+                print(f"{job.output} is already complete; skipped")
+            continue
+        if problem:
+            if state.is_main_process:
+                print(f"error: {problem}", file=sys.stderr)
+            code = EXIT_USAGE
+            continue
+        if clf is None:
+            clf = load_for_scoring(args, state)
+        summary = score_one_file(file_args, clf, state, identity)
+        if summary is not None:
+            totals.add(summary)
+    if not state.is_main_process:
+        return None, code
+    if code == EXIT_USAGE and totals.files == 0:
+        return None, code
+    totals.seconds = time.time() - start
+    write_summary(args, totals, many)
+    if code == EXIT_OK and (totals.errors or totals.duplicates):
+        code = EXIT_BAD_RECORDS
+    return totals, code
+
+
+def load_for_scoring(args: ScoreArgs, state: Any) -> Classifier:
+    n = state.num_processes
     device = str(state.device) if n > 1 else args.device
     if n > 1 and state.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
-    clf = Classifier.from_pretrained(args.model, device=device, quantize=args.quantize, dtype=args.dtype,
-                                     keep_freed_memory=True,
-                                     batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
-    start = time.time()
-    _, new = score_shard(clf, args, k, n, show_progress=state.is_local_main_process)
+    return Classifier.from_pretrained(args.model, device=device, quantize=args.quantize, dtype=args.dtype,
+                                      keep_freed_memory=True,
+                                      batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
+
+
+def score_one_file(args: ScoreArgs, clf: Classifier, state: Any, identity: dict[str, Any]) -> Summary | None:
+    """Score one input into its output (journals, then merge); the summary on the main process."""
+    k, n = state.process_index, state.num_processes
+    cache = TextCache(args.dedup_cache) if args.dedup else None
+    _, new = score_shard(clf, args, k, n, show_progress=state.is_local_main_process, cache=cache)
     new_total = _sum_across(new, state)
     state.wait_for_everyone()
     if not state.is_main_process:
-        return None, EXIT_OK
-    summary = merge(args, clf, n)
-    summary.seconds, summary.scored_this_run = time.time() - start, new_total
-    write_summary(args, summary)
-    return summary, EXIT_BAD_RECORDS if summary.errors or summary.duplicates else EXIT_OK
+        return None
+    summary = merge(args, clf, n, identity)
+    summary.scored_this_run = new_total
+    return summary
 
 
 def _broadcast(value: Any, state: Any) -> Any:
@@ -326,23 +541,46 @@ def _sum_across(value: int, state: Any) -> int:
     return int(sum(gather_object([value])))
 
 
-def write_summary(args: ScoreArgs, summary: Summary) -> None:
+def write_summary(args: ScoreArgs, summary: Summary, many: bool = False) -> None:
+    """Print the run's summary and write it as JSON (``OUTPUT.summary.json``, or ``OUTPUT/summary.json``
+    for a folder of outputs)."""
     output = Path(args.output)
     info = {**asdict(summary), "articles_per_second": round(summary.per_second, 2), "output": str(output),
-            "errors_file": str(errors_path(output))}
-    path = output.with_name(output.name + ".summary.json")
-    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    print(f"scored {summary.scored} article(s), {summary.errors} error(s), {summary.duplicates} duplicate id(s); "
+            "engine": args.engine}
+    if many:
+        path = output / "summary.json"
+    else:
+        info["errors_file"] = str(errors_path(output))
+        path = output.with_name(output.name + ".summary.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    if many or summary.files_skipped:
+        print(f"files: {summary.files} ({summary.files_skipped} already complete, skipped)")
+    print(f"scored {summary.scored} article(s), {summary.errors} error(s), {summary.duplicates} duplicate id(s), "
+          f"{summary.repeated_texts} repeated text(s) scored once; "
           f"{summary.scored_this_run} in this run in {summary.seconds:.1f}s ({summary.per_second:.1f} articles/s)")
-    print(f"output: {output}\nerrors: {errors_path(output)}")
+    if many:
+        print(f"outputs: {output}/ (errors beside each output: *.errors.jsonl)")
+    else:
+        print(f"output: {output}\nerrors: {errors_path(output)}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p = argparse.ArgumentParser(prog="python -m inference.score", description="Score an article dump.",
                                 epilog="Exit status: 0 all scored, 3 some records in the errors file, 2 usage error.")
     p.add_argument("--model", required=True, help="a trained model folder (e.g. runs/demo/best)")
-    p.add_argument("--input", required=True, help=".jsonl, .csv or .parquet, optionally .gz")
-    p.add_argument("--output", required=True, help=".jsonl, .csv or .parquet")
+    p.add_argument("--input", required=True,
+                   help="a file, a glob ('dumps/*.jsonl.zst') or a folder of .jsonl, .csv or .parquet files, "
+                        "optionally .gz or .zst")
+    p.add_argument("--output", required=True,
+                   help="an output file (.jsonl, .jsonl.gz, .csv, .csv.gz, .parquet) for one input file; "
+                        "else a folder with one output per input file")
+    p.add_argument("--format", default="parquet", choices=["parquet", "jsonl", "jsonl.gz", "csv", "csv.gz"],
+                   help="kind of the outputs when --output is a folder (default parquet)")
+    p.add_argument("--keep", default="", help="input fields copied into each output row, e.g. source,date,url")
+    p.add_argument("--keep-all", action="store_true", help="copy every input field but the id, text and title")
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="id")
     p.add_argument("--title-field", default="title", help="'' to ignore titles")
@@ -356,9 +594,27 @@ def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p.add_argument("--max-batch-tokens", type=int, default=16384, help="max padded tokens per forward pass")
     p.add_argument("--buffer-size", type=int, default=256,
                    help="records read ahead, length-sorted and journalled together (bounds memory)")
+    p.add_argument("--no-dedup", dest="dedup", action="store_false",
+                   help="score every record even when its prepared text was already scored in this run")
+    p.add_argument("--dedup-cache", type=int, default=200_000,
+                   help="distinct texts remembered per process for --dedup (about 150 bytes each)")
+    ray = p.add_argument_group("Ray engine (pip install 'nabaa[ray]')")
+    ray.add_argument("--engine", default="local", choices=["local", "ray"],
+                     help="local: this process (or an accelerate launch); ray: Ray Data over a cluster")
+    ray.add_argument("--address", default=None,
+                     help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray on this machine)")
+    ray.add_argument("--actors", type=int, default=None,
+                     help="scoring actors (default: one per GPU; on CPU, the cluster's CPUs / threads per actor)")
+    ray.add_argument("--threads-per-actor", type=int, default=None,
+                     help="torch threads of each CPU actor (default 4, or 1 on machines with 4 CPUs or fewer)")
+    ray.add_argument("--block-records", type=int, default=256,
+                     help="records per Ray block (read, tokenised and scored together)")
     ns = p.parse_args(argv)
     values = vars(ns)
     values["title_field"] = values["title_field"] or None
+    values["keep"] = [name.strip() for name in values["keep"].split(",") if name.strip()]
+    if values["keep"] and values["keep_all"]:
+        p.error("--keep and --keep-all exclude each other")
     return ScoreArgs(**values)
 
 
