@@ -34,14 +34,12 @@ Exit status: 0 all records scored; 3 some records went to the errors file
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,113 +47,24 @@ import torch
 from tqdm.auto import tqdm
 
 from inference.classifier import Classifier
-from inference.jobs import (
-    FileJob,
-    errors_path,
-    folder_mode,
-    job_state,
-    model_fingerprint,
-    plan_jobs,
-    write_manifest,
+from inference.core import (
+    EXIT_BAD_RECORDS,
+    EXIT_OK,
+    EXIT_USAGE,
+    OutputFile,
+    ScoreArgs,
+    Summary,
+    TextCache,
+    check_record,
+    fill_scores,
+    run_identity,
+    write_summary,
 )
-from inference.writers import RowWriter, json_line, plain_value
-from model.preprocess import EmptyTextError
+from inference.jobs import FileJob, folder_mode, job_state, plan_jobs
+from inference.writers import json_line
+from model.hardware import batch_limits
 from model.records import RawRecord, RecordFileError, iter_records
 from model.serialization import ModelFolderError
-
-EXIT_OK, EXIT_USAGE, EXIT_BAD_RECORDS = 0, 2, 3
-
-
-@dataclass
-class ScoreArgs:
-    model: str
-    input: str
-    output: str
-    text_field: str = "text"
-    id_field: str = "id"
-    title_field: str | None = "title"
-    probs: bool = False
-    resume: bool = False
-    overwrite: bool = False
-    device: str = "auto"
-    quantize: str | None = None
-    dtype: str = "auto"
-    batch_size: int = 64
-    max_batch_tokens: int = 16384
-    buffer_size: int = 256
-    format: str = "parquet"
-    keep: list[str] = field(default_factory=list)
-    keep_all: bool = False
-    dedup: bool = True
-    dedup_cache: int = 200_000
-    engine: str = "local"
-    address: str | None = None
-    actors: int | None = None
-    threads_per_actor: int | None = None
-    block_records: int = 256
-
-
-@dataclass
-class Summary:
-    """What a run did. ``duplicates`` are repeated ids (reported); ``repeated_texts`` are rows whose
-    prepared text had already been scored in this run (scored once, written every time)."""
-
-    scored: int = 0
-    errors: int = 0
-    duplicates: int = 0
-    seconds: float = 0.0
-    scored_this_run: int = 0
-    repeated_texts: int = 0
-    files: int = 0
-    files_skipped: int = 0
-
-    @property
-    def per_second(self) -> float:
-        return self.scored_this_run / self.seconds if self.seconds else 0.0
-
-    def add(self, other: Summary) -> None:
-        for name in ("scored", "errors", "duplicates", "scored_this_run", "repeated_texts", "files", "files_skipped"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def counts(self) -> dict[str, int]:
-        """The counts a manifest records for one output file."""
-        return {"rows": self.scored, "errors": self.errors, "duplicates": self.duplicates,
-                "input_records": self.scored + self.errors, "repeated_texts": self.repeated_texts}
-
-    @classmethod
-    def from_manifest(cls, manifest: dict[str, Any]) -> Summary:
-        return cls(scored=manifest.get("rows", 0), errors=manifest.get("errors", 0),
-                   duplicates=manifest.get("duplicates", 0), repeated_texts=manifest.get("repeated_texts", 0),
-                   files=1, files_skipped=1)
-
-
-class TextCache:
-    """Probabilities of prepared texts already scored, by a 128-bit hash of the text (LRU, bounded).
-
-    >>> cache = TextCache(2); cache.put(TextCache.key("a"), {"topic": [1.0]}); cache.get(TextCache.key("a"))
-    {'topic': [1.0]}
-    """
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._items: OrderedDict[bytes, dict[str, list[float]]] = OrderedDict()
-
-    @staticmethod
-    def key(prepared: str) -> bytes:
-        return hashlib.blake2b(prepared.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-    def get(self, key: bytes) -> dict[str, list[float]] | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: bytes, value: dict[str, list[float]]) -> None:
-        if self.capacity <= 0:
-            return
-        self._items[key] = value
-        if len(self._items) > self.capacity:
-            self._items.popitem(last=False)
 
 
 # --------------------------------------------------------------------------- journals
@@ -199,55 +108,6 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- one record
-def check_record(rec: RawRecord, args: ScoreArgs, prepare: Classifier | Callable[[str, Any], str],
-                 ) -> tuple[dict[str, Any], str | None]:
-    """Validate a record; return its journal entry (without scores) and its prepared text.
-
-    ``prepare`` is a :class:`Classifier` or its ``prepare(text, title)`` method (the Ray
-    engine's CPU tasks have the preprocessing without the model).
-    """
-    prepare = prepare.prepare if isinstance(prepare, Classifier) else prepare
-    entry: dict[str, Any] = {"line": rec.line}
-    if rec.error:
-        entry["error"] = rec.error
-        return entry, None
-    data = rec.data
-    rid = data.get(args.id_field)
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or (isinstance(rid, str) and not rid.strip()):
-        entry["error"] = (f"missing id field '{args.id_field}'" if rid is None or rid == "" else
-                          f"id field '{args.id_field}' must be a non-empty string or integer, got {type(rid).__name__}")
-        return entry, None
-    entry["id"] = str(rid)
-    text = data.get(args.text_field)
-    title = data.get(args.title_field) if args.title_field else None
-    if text is None:
-        entry["error"] = f"missing text field '{args.text_field}'"
-    elif not isinstance(text, str):
-        entry["error"] = f"text field '{args.text_field}' must be a string, got {type(text).__name__}"
-    elif not text.strip():
-        entry["error"] = f"empty text field '{args.text_field}'"
-    else:
-        try:
-            prepared = prepare(text, title)
-        except EmptyTextError:
-            entry["error"] = f"text field '{args.text_field}' is empty after normalisation"
-        else:
-            kept = kept_fields(data, args)
-            if kept:
-                entry["k"] = kept
-            return entry, prepared
-    return entry, None
-
-
-def kept_fields(data: dict[str, Any], args: ScoreArgs) -> dict[str, Any]:
-    """The input fields copied into the output row: ``--keep`` ones (missing = null), or with
-    ``--keep-all`` every field but the id, text and title."""
-    if args.keep_all:
-        skip = {args.id_field, args.text_field, args.title_field}
-        return {k: plain_value(v) for k, v in data.items() if k not in skip}
-    return {name: plain_value(data.get(name)) for name in args.keep}
-
-
 def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier,
                  cache: TextCache | None = None) -> list[dict[str, Any]]:
     """Journal entries for a buffer of records, in input order (batching is length-sorted inside).
@@ -260,39 +120,9 @@ def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier,
         entry, text = check_record(rec, args, clf)
         entries.append(entry)
         prepared.append(text)
-    fill_scores(entries, prepared, clf.predict_proba_prepared, cache)
+    keys = [None if text is None else TextCache.key(text) for text in prepared]
+    fill_scores(entries, keys, prepared, clf.predict_proba_prepared, cache)
     return entries
-
-
-def fill_scores(entries: list[dict[str, Any]], prepared: Sequence[str | None],
-                predict: Callable[[list[Any]], dict[str, Any]], cache: TextCache | None,
-                payload: Sequence[Any] | None = None) -> None:
-    """Put ``"p"`` (probabilities rounded to 7 digits) into every entry with a prepared text,
-    running ``predict`` once per distinct text (on ``payload[i]`` if given, else the text)."""
-    todo: dict[bytes, list[int]] = {}
-    for i, text in enumerate(prepared):
-        if text is None:
-            continue
-        key = TextCache.key(text) if cache is not None else i.to_bytes(8, "little")
-        hit = cache.get(key) if cache is not None else None
-        if hit is not None:
-            entries[i]["p"], entries[i]["r"] = hit, 1
-        elif key in todo:
-            todo[key].append(i)
-        else:
-            todo[key] = [i]
-    if not todo:
-        return
-    firsts = [owners[0] for owners in todo.values()]
-    probs = predict([(payload if payload is not None else prepared)[i] for i in firsts])
-    for row, (key, owners) in enumerate(todo.items()):
-        scores = {name: [round(float(v), 7) for v in p[row]] for name, p in probs.items()}
-        for n, i in enumerate(owners):
-            entries[i]["p"] = scores
-            if n:
-                entries[i]["r"] = 1
-        if cache is not None:
-            cache.put(key, scores)
 
 
 # --------------------------------------------------------------------------- shard loop
@@ -329,58 +159,6 @@ def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, 
 
 
 # --------------------------------------------------------------------------- merge
-class OutputFile:
-    """One output file being written from entries in input order: rows, errors file, duplicate ids,
-    counts; :meth:`commit` writes the manifest and renames the errors file and the output into place.
-    Both engines write through it, so their outputs agree byte for byte on the same scores."""
-
-    def __init__(self, output: Path, tasks: Sequence[Any], args: ScoreArgs):
-        self.output, self.summary, self.first_seen = output, Summary(files=1), {}
-        self.errors_tmp = errors_path(output).with_name(errors_path(output).name + ".tmp")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        self.rows = RowWriter(output, tasks, args.probs, keep=args.keep, keep_all=args.keep_all)
-        self.errors: Any = None
-
-    def __enter__(self) -> OutputFile:
-        self.rows.__enter__()
-        self.errors = open(self.errors_tmp, "w", encoding="utf-8")
-        return self
-
-    def add(self, entry: dict[str, Any]) -> None:
-        summary = self.summary
-        if "error" in entry:
-            summary.errors += 1
-            self.errors.write(json_line({"line": entry["line"], "id": entry.get("id"), "reason": entry["error"]}))
-            return
-        rid = entry["id"]
-        if rid in self.first_seen:
-            summary.duplicates += 1
-            self.errors.write(json_line({"line": entry["line"], "id": rid, "reason":
-                                         f"duplicate id (first on line {self.first_seen[rid]}); scored anyway"}))
-        else:
-            self.first_seen[rid] = entry["line"]
-        self.rows.write(rid, entry["p"], entry.get("k"))
-        summary.scored += 1
-        summary.repeated_texts += entry.get("r", 0)
-
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        self.errors.flush()
-        os.fsync(self.errors.fileno())
-        self.errors.close()
-        self.rows.__exit__(exc_type, *exc)
-        if exc_type is not None:
-            self.errors_tmp.unlink(missing_ok=True)
-
-    def commit(self, job: FileJob, identity: dict[str, Any]) -> Summary:
-        if self.rows.dropped_fields:
-            print(f"note: {self.output}: fields first seen after the first row are not columns of a flat "
-                  f"output: {sorted(self.rows.dropped_fields)} (use a .jsonl output to keep them)", file=sys.stderr)
-        write_manifest(job, identity, self.summary.counts())
-        os.replace(self.errors_tmp, errors_path(self.output))
-        self.rows.commit()  # the output appears last: an output file always has its manifest and errors
-        return self.summary
-
-
 def merge(args: ScoreArgs, clf: Classifier, n: int, identity: dict[str, Any] | None = None) -> Summary:
     """Interleave the shard journals back into input order; write output and errors atomically."""
     output = Path(args.output)
@@ -408,13 +186,6 @@ def _round_robin(readers: list[Iterator[dict[str, Any]]]) -> Iterator[dict[str, 
 
 
 # --------------------------------------------------------------------------- driver
-def run_identity(args: ScoreArgs) -> dict[str, Any]:
-    """What must match for a finished output to count as this run's (recorded in its manifest)."""
-    return {"model_sha256": model_fingerprint(args.model), "dtype": args.dtype, "quantize": args.quantize,
-            "text_field": args.text_field, "id_field": args.id_field, "title_field": args.title_field,
-            "probs": args.probs, "keep": "*" if args.keep_all else ",".join(args.keep)}
-
-
 def check_start(args: ScoreArgs, n: int, identity: dict[str, Any] | None = None) -> str | None:
     """Refuse to clobber finished output or to mix runs; return a reason to stop early, if any.
 
@@ -504,9 +275,9 @@ def load_for_scoring(args: ScoreArgs, state: Any) -> Classifier:
     device = str(state.device) if n > 1 else args.device
     if n > 1 and state.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    batch_size, max_batch_tokens = batch_limits(device, args.batch_size, args.max_batch_tokens)
     return Classifier.from_pretrained(args.model, device=device, quantize=args.quantize, dtype=args.dtype,
-                                      keep_freed_memory=True,
-                                      batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
+                                      keep_freed_memory=True, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
 
 
 def score_one_file(args: ScoreArgs, clf: Classifier, state: Any, identity: dict[str, Any]) -> Summary | None:
@@ -541,32 +312,6 @@ def _sum_across(value: int, state: Any) -> int:
     return int(sum(gather_object([value])))
 
 
-def write_summary(args: ScoreArgs, summary: Summary, many: bool = False) -> None:
-    """Print the run's summary and write it as JSON (``OUTPUT.summary.json``, or ``OUTPUT/summary.json``
-    for a folder of outputs)."""
-    output = Path(args.output)
-    info = {**asdict(summary), "articles_per_second": round(summary.per_second, 2), "output": str(output),
-            "engine": args.engine}
-    if many:
-        path = output / "summary.json"
-    else:
-        info["errors_file"] = str(errors_path(output))
-        path = output.with_name(output.name + ".summary.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    if many or summary.files_skipped:
-        print(f"files: {summary.files} ({summary.files_skipped} already complete, skipped)")
-    print(f"scored {summary.scored} article(s), {summary.errors} error(s), {summary.duplicates} duplicate id(s), "
-          f"{summary.repeated_texts} repeated text(s) scored once; "
-          f"{summary.scored_this_run} in this run in {summary.seconds:.1f}s ({summary.per_second:.1f} articles/s)")
-    if many:
-        print(f"outputs: {output}/ (errors beside each output: *.errors.jsonl)")
-    else:
-        print(f"output: {output}\nerrors: {errors_path(output)}")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p = argparse.ArgumentParser(prog="python -m inference.score", description="Score an article dump.",
                                 epilog="Exit status: 0 all scored, 3 some records in the errors file, 2 usage error.")
@@ -590,8 +335,10 @@ def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantisation (CPU)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--batch-size", type=int, default=64, help="max windows per forward pass")
-    p.add_argument("--max-batch-tokens", type=int, default=16384, help="max padded tokens per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="max windows per forward pass (default 64 on CPU; 128-512 on a GPU by its memory)")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="max padded tokens per forward pass (default 16384 on CPU; 32768-131072 on a GPU)")
     p.add_argument("--buffer-size", type=int, default=256,
                    help="records read ahead, length-sorted and journalled together (bounds memory)")
     p.add_argument("--no-dedup", dest="dedup", action="store_false",
