@@ -217,3 +217,20 @@ def test_a_killed_driver_then_the_same_command_scores_only_the_rest(local_ray, m
     assert_same_outputs(local_out, out, plan_jobs(str(folder), str(local_out)))
     written = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert written["scored"] == 6 * 16 and written["scored_this_run"] == (6 - len(finished)) * 16
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_actors_agree_with_the_cpu_scorer(local_ray, model_dir: Path, reference: dict, tmp_path: Path,
+                                              capsys) -> None:
+    """On a GPU node: one actor per GPU, fp32 so labels can be compared with the CPU reference."""
+    folder, local_out, *_ = reference["mixed"]
+    out = tmp_path / "gpu"
+    summary, code = score.run_scoring(score_args(model_dir, folder, out, "--engine", "ray", "--dtype", "fp32"))
+    assert "(1 GPU each)" in capsys.readouterr().err
+    assert code == score.EXIT_BAD_RECORDS and summary.scored == 44
+    for job in plan_jobs(str(folder), str(local_out)):
+        want, got = read_rows(job.output), read_rows(out / job.output.relative_to(local_out))
+        assert [r["id"] for r in got] == [r["id"] for r in want]
+        agree = sum(g["topic"] == w["topic"] for g, w in zip(got, want))
+        assert agree >= len(want) - 1  # TF32/cuBLAS may flip a near-tie, no more
