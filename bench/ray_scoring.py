@@ -53,7 +53,8 @@ def with_wire_copies(records: list[dict[str, Any]], share: float, seed: int = 0)
     """Replace ``share`` of the records by copies of earlier ones (same title and text, new id)."""
     rng = random.Random(seed)
     out = [dict(r) for r in records]
-    for i in rng.sample(range(1, len(out)), int(share * len(out))):
+    # In index order, so that a copied record is never replaced afterwards: exactly `share` repeats.
+    for i in sorted(rng.sample(range(1, len(out)), int(share * len(out)))):
         source = out[rng.randrange(i)]
         out[i] = dict(source, id=f"{out[i]['id']}-wire")
     return out

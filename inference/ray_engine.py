@@ -168,6 +168,8 @@ def actor_layout(ray: Any, args: ScoreArgs) -> dict[str, Any]:
     GPUs (and --device allows), else ``threads`` CPUs each."""
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    if args.device.startswith("cuda") and gpus == 0:
+        raise ValueError(f"--device {args.device}: the Ray cluster has no GPU (resources: {resources})")
     gpu = gpus > 0 and args.device in ("auto", "cuda") or args.device.startswith("cuda")
     if gpu:
         return {"gpu": True, "actors": args.actors or max(1, gpus), "threads": args.threads_per_actor or 2,

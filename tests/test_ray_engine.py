@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 import zstandard
 
 import inference.score as score
@@ -220,7 +221,7 @@ def test_a_killed_driver_then_the_same_command_scores_only_the_rest(local_ray, m
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_actors_agree_with_the_cpu_scorer(local_ray, model_dir: Path, reference: dict, tmp_path: Path,
                                               capsys) -> None:
     """On a GPU node: one actor per GPU, fp32 so labels can be compared with the CPU reference."""
