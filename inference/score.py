@@ -61,6 +61,7 @@ from inference.core import (
     write_summary,
 )
 from inference.jobs import FileJob, folder_mode, job_state, plan_jobs
+from inference.jobs import errors_path as errors_path  # re-exported: score.errors_path(output) names the file
 from inference.writers import json_line
 from model.hardware import batch_limits
 from model.records import RawRecord, RecordFileError, iter_records
