@@ -437,3 +437,25 @@ def test_a_folder_of_inputs_scores_each_file_once(model_dir: Path, dump: Path, t
     other = score_cli(*cmd, "--quantize", "int8")  # another quantisation: refuse to mix, keep the old outputs
     assert other.returncode == score.EXIT_USAGE and "different run" in other.stderr
     assert (out / "a.parquet").stat().st_mtime_ns == before
+
+
+def test_summary_says_whether_the_scores_are_calibrated(model_dir: Path, dump: Path, tmp_path: Path) -> None:
+    """An uncalibrated folder's scores are raw softmax: the summary (and its rerun) must say so."""
+    import shutil
+
+    from inference.classifier import UncalibratedWarning
+
+    raw = tmp_path / "raw"
+    shutil.copytree(model_dir, raw)
+    (raw / "calibration.json").unlink()
+    out = tmp_path / "raw.jsonl"
+    args = ["--model", str(raw), "--input", str(dump), "--output", str(out)]
+    with pytest.warns(UncalibratedWarning):
+        summary, code = score.run_scoring(score.parse_args(args))
+    assert code == 0 and summary.calibrated is False
+    assert json.loads(out.with_name("raw.jsonl.summary.json").read_text(encoding="utf-8"))["calibrated"] is False
+    rerun, _ = score.run_scoring(score.parse_args(args))  # skipped as complete: still uncalibrated
+    assert rerun.files_skipped == 1 and rerun.calibrated is False
+    calibrated, _ = score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump),
+                                                        "--output", str(tmp_path / "cal.jsonl")]))
+    assert calibrated.calibrated is True

@@ -10,7 +10,7 @@ import pytest
 from inference.jobs import FileJob, job_state, manifest_path, plan_jobs, write_manifest
 from model.records import RecordFileError
 
-IDENTITY = {"model_sha256": "abc", "dtype": "auto", "quantize": None}
+IDENTITY = {"model_fingerprint": "abc", "dtype": "float32", "quantize": None}
 
 
 def touch(path: Path, text: str = "") -> Path:
@@ -66,7 +66,7 @@ def test_a_complete_output_of_the_same_run_is_done(tmp_path: Path) -> None:
 def test_another_model_or_a_changed_input_needs_overwrite(tmp_path: Path) -> None:
     job = finished(tmp_path)
     state = job_state(job, {**IDENTITY, "dtype": "bf16"})
-    assert not state.done and "different run" in state.problem and "'dtype': ('auto', 'bf16')" in state.problem
+    assert not state.done and "different run" in state.problem and "'dtype': ('float32', 'bf16')" in state.problem
     os.utime(job.input, ns=(1, 1))
     state = job_state(job, IDENTITY)
     assert not state.done and "changed after" in state.problem
