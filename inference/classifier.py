@@ -219,13 +219,26 @@ class Classifier:
         except (EmptyTextError, TypeError) as e:
             raise ValueError(f"text #{index}: {e}") from e
 
-    @torch.inference_mode()
     def logits_prepared(self, prepared: Sequence[str]) -> dict[str, np.ndarray]:
         """Raw article logits for already-prepared texts (see :meth:`prepare`)."""
-        if not prepared:
+        return self.logits_windows(self.pre.windows(self.tokenizer, list(prepared)) if prepared else [])
+
+    def predict_proba_windows(self, articles: Sequence[Sequence[Sequence[int]]]) -> dict[str, np.ndarray]:
+        """Calibrated probabilities for articles already cut into token windows
+        (``Preprocessing.windows``: tokenising can then run elsewhere, e.g. in Ray CPU tasks).
+
+        >>> clf.predict_proba_windows(clf.pre.windows(clf.tokenizer, [clf.prepare("...")]))  # doctest: +SKIP
+        """
+        raw = self.logits_windows(articles)
+        return {name: _softmax(value / self.temperature(name)) for name, value in raw.items()}
+
+    @torch.inference_mode()
+    def logits_windows(self, articles: Sequence[Sequence[Sequence[int]]]) -> dict[str, np.ndarray]:
+        """Raw article logits from each article's token windows."""
+        if not articles:
             return {t.name: np.zeros((0, len(t.labels)), dtype=np.float32) for t in self.tasks}
         windows, owner = [], []
-        for article, article_windows in enumerate(self.pre.windows(self.tokenizer, list(prepared))):
+        for article, article_windows in enumerate(articles):
             windows.extend(article_windows)
             owner.extend([article] * len(article_windows))
         window_logits = {t.name: torch.empty(len(windows), len(t.labels)) for t in self.tasks}
@@ -235,7 +248,7 @@ class Classifier:
                 window_logits[name][batch_ids] = value.float().cpu()
         index = torch.tensor(owner)
         return {
-            name: aggregate_windows(value, index, len(prepared), self.pre.aggregation).numpy()
+            name: aggregate_windows(value, index, len(articles), self.pre.aggregation).numpy()
             for name, value in window_logits.items()
         }
 

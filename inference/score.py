@@ -5,6 +5,10 @@ Commands::
     python -m inference.score --model runs/demo/best --input dump.jsonl.gz --output scores.jsonl
     python -m inference.score --model DIR --input dump.csv --output scores.parquet --probs --quantize int8
     python -m inference.score ... --resume          # after a crash or kill: continue, nothing lost or doubled
+    # a folder (or a glob) of JSONL/CSV/Parquet files, .gz or .zst: one output per input, Parquet by default
+    python -m inference.score --model DIR --input dumps/ --output scores/ --keep source,date,url
+    # on Ray (pip install 'nabaa[ray]'): a local Ray on this machine, or --address auto to join a cluster
+    python -m inference.score --engine ray --model DIR --input dumps/ --output scores/
     # several processes (GPUs, or CPU processes): each scores a shard, the main process merges
     accelerate launch --num_processes 4 -m inference.score --model DIR --input dump.jsonl --output s.jsonl
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m inference.score ...
@@ -15,6 +19,18 @@ buffer; ``--resume`` drops a torn last line (and the rest of a partly written
 buffer) and skips the records already journalled. When every shard is done, the
 main process merges the journals in input order into ``OUTPUT`` and
 ``OUTPUT.errors.jsonl`` (temp file + rename) and only then deletes the journals.
+A manifest beside each output (:mod:`inference.jobs`) lets a rerun of the same
+command skip the files already complete; with several input files a rerun also
+resumes interrupted journals without ``--resume``.
+
+Identical prepared texts (wire copies) are scored once per process: a hash of the
+prepared text is looked up in a bounded cache before the model runs; every row still
+gets its own output line, and the summary counts the repeats (``--no-dedup`` turns it off).
+
+Records are read by the field names the model was trained on (its ``preprocess.json``);
+``--text-field``/``--id-field``/``--title-field`` override them. Before merging, the journals are
+checked against the records each process read; ``--resume`` refuses to continue journals started
+with another model (also one retrained in place), input, precision, quantisation or fields.
 
 Exit status: 0 all records scored; 3 some records went to the errors file
 (bad JSON/UTF-8, missing or empty text, missing id, duplicate id); 2 usage errors;
@@ -29,62 +45,48 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from inference.classifier import Classifier, resolve_dtype
-from inference.writers import RowWriter, json_line, output_format
-from model.hardware import ProbeShape, probe_shape_of
-from model.preprocess import EmptyTextError, Preprocessing
+from inference.classifier import Classifier
+from inference.core import (
+    EXIT_BAD_RECORDS,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    EXIT_USAGE,
+    IDENTITY,
+    OutputFile,
+    ScoreArgs,
+    Summary,
+    TextCache,
+    check_record,
+    fields_from,
+    fill_scores,
+    folder_calibrated,
+    identity_problem,
+    run_identity,
+    with_model_fields,
+    write_summary,
+)
+from inference.jobs import FileJob, folder_mode, job_state, plan_jobs
+from inference.jobs import errors_path as errors_path  # re-exported: score.errors_path(output) names the file
+from inference.writers import json_line
+from model.hardware import batch_limits
 from model.records import RawRecord, RecordFileError, ShardCount, file_fingerprint, iter_records
-from model.serialization import ModelFolderError, check_model_folder, model_fingerprint
+from model.serialization import ModelFolderError
 
-EXIT_OK, EXIT_USAGE, EXIT_BAD_RECORDS, EXIT_INCOMPLETE = 0, 2, 3, 4
+__all__ = ["EXIT_BAD_RECORDS", "EXIT_INCOMPLETE", "EXIT_OK", "EXIT_USAGE", "IDENTITY", "MergeError", "ScoreArgs",
+           "Summary", "check_journals", "check_start", "errors_path", "journal_identity", "main", "merge",
+           "parse_args", "run_identity", "run_scoring", "score_buffer", "score_shard", "with_model_fields"]
 
 
 class MergeError(RuntimeError):
     """The shard journals do not add up to the input: merging them would lose records."""
-
-
-@dataclass
-class ScoreArgs:
-    model: str
-    input: str
-    output: str
-    # None: the model's own (its preprocess.json); title_field "": ignore titles.
-    text_field: str | None = None
-    id_field: str | None = None
-    title_field: str | None = None
-    probs: bool = False
-    resume: bool = False
-    overwrite: bool = False
-    device: str = "auto"
-    quantize: str | None = None
-    dtype: str = "auto"
-    batch_size: int = 64
-    max_batch_tokens: int = 16384
-    buffer_size: int = 256
-    process_group_timeout: int = 86400
-
-
-@dataclass
-class Summary:
-    scored: int = 0
-    errors: int = 0
-    duplicates: int = 0
-    seconds: float = 0.0
-    scored_this_run: int = 0
-    calibrated: bool = True
-
-    @property
-    def per_second(self) -> float:
-        return self.scored_this_run / self.seconds if self.seconds else 0.0
 
 
 # --------------------------------------------------------------------------- journals
@@ -94,10 +96,6 @@ def journal_path(output: Path, k: int, n: int) -> Path:
 
 def meta_path(output: Path) -> Path:
     return output.with_name(output.name + ".journal-meta.json")
-
-
-def errors_path(output: Path) -> Path:
-    return output.with_name(output.name + ".errors.jsonl")
 
 
 def recover_journal(path: Path, align: int = 1) -> int:
@@ -132,56 +130,30 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- one record
-def check_record(rec: RawRecord, args: ScoreArgs, clf: Classifier) -> tuple[dict[str, Any], str | None]:
-    """Validate a record; return its journal entry (without scores) and its prepared text."""
-    entry: dict[str, Any] = {"line": rec.line}
-    if rec.error:
-        entry["error"] = rec.error
-        return entry, None
-    data = rec.data
-    rid = data.get(args.id_field)
-    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or (isinstance(rid, str) and not rid.strip()):
-        entry["error"] = (f"missing id field '{args.id_field}'" if rid is None or rid == "" else
-                          f"id field '{args.id_field}' must be a non-empty string or integer, got {type(rid).__name__}")
-        return entry, None
-    entry["id"] = str(rid)
-    text = data.get(args.text_field)
-    title = data.get(args.title_field) if args.title_field else None
-    if text is None:
-        entry["error"] = f"missing text field '{args.text_field}'"
-    elif not isinstance(text, str):
-        entry["error"] = f"text field '{args.text_field}' must be a string, got {type(text).__name__}"
-    elif not text.strip():
-        entry["error"] = f"empty text field '{args.text_field}'"
-    else:
-        try:
-            return entry, clf.prepare(text, title)
-        except EmptyTextError:
-            entry["error"] = f"text field '{args.text_field}' is empty after normalisation"
-    return entry, None
+def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier,
+                 cache: TextCache | None = None) -> list[dict[str, Any]]:
+    """Journal entries for a buffer of records, in input order (batching is length-sorted inside).
 
-
-def score_buffer(records: Sequence[RawRecord], args: ScoreArgs, clf: Classifier) -> list[dict[str, Any]]:
-    """Journal entries for a buffer of records, in input order (batching is length-sorted inside)."""
-    args = _fields_from(args, clf.pre)  # fields left unset are the model's
-    entries, prepared, owners = [], [], []
+    With a ``cache``, a prepared text seen before in this run (or earlier in this buffer) is
+    not scored again: its entry gets the first copy's probabilities and ``"r": 1``.
+    """
+    args = fields_from(args, clf.pre)  # fields left unset are the model's
+    entries, prepared = [], []
     for rec in records:
         entry, text = check_record(rec, args, clf)
         entries.append(entry)
-        if text is not None:
-            prepared.append(text)
-            owners.append(len(entries) - 1)
-    if prepared:
-        probs = clf.predict_proba_prepared(prepared)
-        for row, owner in enumerate(owners):
-            entries[owner]["p"] = {name: [round(float(v), 7) for v in p[row]] for name, p in probs.items()}
+        prepared.append(text)
+    keys = [None if text is None else TextCache.key(text) for text in prepared]
+    fill_scores(entries, keys, prepared, clf.predict_proba_prepared, cache)
     return entries
 
 
 # --------------------------------------------------------------------------- shard loop
 def score_shard(clf: Classifier, args: ScoreArgs, k: int, n: int, show_progress: bool) -> tuple[int, int, int]:
     """Score this process's shard into its journal; return (records done before, records done now,
-    records of the shard in the input)."""
+    records of the shard in the input). With ``args.dedup`` a prepared text already scored in this
+    shard is not scored again (a bounded cache of ``args.dedup_cache`` texts)."""
+    cache = TextCache(args.dedup_cache) if args.dedup else None
     journal = journal_path(Path(args.output), k, n)
     done = recover_journal(journal, align=args.buffer_size)
     bar = tqdm(desc=f"scoring{f' (shard {k + 1}/{n})' if n > 1 else ''}", unit=" art", initial=done,
@@ -192,17 +164,18 @@ def score_shard(clf: Classifier, args: ScoreArgs, k: int, n: int, show_progress:
         for rec in iter_records(args.input, skip=done, shard=(k, n), count=count):
             buffer.append(rec)
             if len(buffer) >= args.buffer_size:
-                new += _flush(buffer, args, clf, out, bar)
+                new += _flush(buffer, args, clf, out, bar, cache)
                 buffer = []
-        new += _flush(buffer, args, clf, out, bar)
+        new += _flush(buffer, args, clf, out, bar, cache)
     bar.close()
     return done, new, count.records
 
 
-def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, bar: Any) -> int:
+def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, bar: Any,
+           cache: TextCache | None) -> int:
     if not buffer:
         return 0
-    entries = score_buffer(buffer, args, clf)
+    entries = score_buffer(buffer, args, clf, cache)
     out.write("".join(json_line(e) for e in entries))
     out.flush()
     os.fsync(out.fileno())  # what is journalled survives a kill; --resume starts after it
@@ -211,36 +184,24 @@ def _flush(buffer: list[RawRecord], args: ScoreArgs, clf: Classifier, out: Any, 
 
 
 # --------------------------------------------------------------------------- merge
-def merge(args: ScoreArgs, clf: Classifier, n: int, read: Sequence[int] | None = None) -> Summary:
-    """Interleave the shard journals back into input order; write output and errors atomically.
+def merge(args: ScoreArgs, clf: Classifier, n: int, identity: dict[str, Any] | None = None,
+          read: Sequence[int] | None = None) -> Summary:
+    """Interleave the shard journals back into input order; write output, errors and manifest atomically.
 
     ``read[k]`` is how many records shard ``k`` found in the input. The journals are checked
     first (:func:`check_journals`); if they do not add up, :class:`MergeError` is raised
     and nothing is written or deleted.
     """
+    args = fields_from(args, clf.pre)
     output = Path(args.output)
     journals = [journal_path(output, k, n) for k in range(n)]
     check_journals(journals, read)
     readers = [read_journal(j) for j in journals]
-    summary, first_seen = Summary(), {}
-    errors_tmp = errors_path(output).with_name(errors_path(output).name + ".tmp")
-    with RowWriter(output, clf.tasks, args.probs) as rows, open(errors_tmp, "w", encoding="utf-8") as errors:
+    with OutputFile(output, clf.tasks, args) as out:
         for entry in _round_robin(readers):
-            if "error" in entry:
-                summary.errors += 1
-                errors.write(json_line({"line": entry["line"], "id": entry.get("id"), "reason": entry["error"]}))
-                continue
-            rid = entry["id"]
-            if rid in first_seen:
-                summary.duplicates += 1
-                errors.write(json_line({"line": entry["line"], "id": rid, "reason":
-                                        f"duplicate id (first on line {first_seen[rid]}); scored anyway"}))
-            else:
-                first_seen[rid] = entry["line"]
-            rows.write(rid, entry["p"])
-            summary.scored += 1
-    rows.commit()
-    os.replace(errors_tmp, errors_path(output))
+            out.add(entry)
+    summary = out.commit(FileJob(Path(args.input), output), identity or run_identity(args, str(clf.device)))
+    summary.calibrated = clf.calibrated
     for journal in journals:
         journal.unlink()
     meta_path(output).unlink(missing_ok=True)
@@ -291,80 +252,22 @@ def _round_robin(readers: list[Iterator[dict[str, Any]]]) -> Iterator[dict[str, 
 
 
 # --------------------------------------------------------------------------- driver
-# What a resumed run must share with the interrupted one, and how to name each in a refusal.
-IDENTITY = {
-    "input": "input path",
-    "input_fingerprint": "input file contents (its size or first/last bytes changed)",
-    "model": "model folder path",
-    "model_fingerprint": "model folder contents (weights, config, preprocessing or calibration; "
-                         "was best/ retrained or recalibrated in place?)",
-    "dtype": "precision (--dtype)",
-    "quantize": "quantisation (--quantize)",
-    "processes": "number of processes",
-    "text_field": "--text-field",
-    "id_field": "--id-field",
-    "title_field": "--title-field",
-}
+def journal_identity(args: ScoreArgs, n: int, identity: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed run must share with the interrupted one (``OUTPUT.journal-meta.json``):
+    the run's identity plus the input (path and fingerprint), the model's path and the processes."""
+    return {"input": str(Path(args.input).resolve()), "input_fingerprint": file_fingerprint(args.input),
+            "model": str(Path(args.model).resolve()), **identity, "processes": n}
 
 
-def with_model_fields(args: ScoreArgs) -> ScoreArgs:
-    """``args`` with the field names left unset taken from the model folder's ``preprocess.json``
-    (the fields it was trained on); ``--title-field ''`` means no title.
+def check_start(args: ScoreArgs, n: int, identity: dict[str, Any] | None = None,
+                device: str | None = None) -> str | None:
+    """Refuse to clobber finished output or to mix runs; return a reason to stop early, if any.
 
-    >>> with_model_fields(ScoreArgs(model="runs/demo/best", input="d.jsonl", output="s.jsonl")).text_field  # doctest: +SKIP
-    'text'
+    ``"skip"`` means the output is complete and belongs to this run (see :mod:`inference.jobs`).
     """
-    return _fields_from(args, Preprocessing.load(check_model_folder(args.model)))
-
-
-def _fields_from(args: ScoreArgs, pre: Preprocessing) -> ScoreArgs:
-    return replace(
-        args,
-        text_field=args.text_field or pre.text_field,
-        id_field=args.id_field or pre.id_field,
-        title_field=(pre.title_field or "") if args.title_field is None else args.title_field,
-    )
-
-
-def _probe_shape(model_dir: str) -> ProbeShape:
-    """The encoder shape ``auto`` precision is decided at, as ``Classifier.from_pretrained`` does."""
-    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    return probe_shape_of(SimpleNamespace(**(config.get("encoder_config") or {})))
-
-
-def run_identity(args: ScoreArgs, n: int, device: str | None = None) -> dict[str, Any]:
-    """What decides this run's scores, saved in ``OUTPUT.journal-meta.json``: paths, fingerprints
-    of the model folder and of the input, the resolved precision, quantisation, processes, fields."""
-    args = with_model_fields(args)
-    return {
-        "input": str(Path(args.input).resolve()),
-        "input_fingerprint": file_fingerprint(args.input),
-        "model": str(Path(args.model).resolve()),
-        "model_fingerprint": model_fingerprint(args.model),
-        "dtype": str(resolve_dtype(args.dtype, device or args.device, _probe_shape(args.model))).removeprefix("torch."),
-        "quantize": args.quantize,
-        "processes": n,
-        "text_field": args.text_field,
-        "id_field": args.id_field,
-        "title_field": args.title_field or None,
-    }
-
-
-def identity_problem(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """Why a run with identity ``current`` may not continue journals started with ``saved``."""
-    differs = [f"{IDENTITY.get(key, key)}: was {saved[key]!r}, now {value!r}"
-               for key, value in current.items() if key in saved and saved[key] != value]
-    if not differs:
-        return None
-    return ("--resume: this run differs from the interrupted one, and one output cannot mix them: "
-            + "; ".join(differs) + ". Resume with the same model, input and settings, or delete the "
-            "journals (OUTPUT.part-*.journal) to start over")
-
-
-def check_start(args: ScoreArgs, n: int, device: str | None = None) -> str | None:
-    """Refuse to clobber finished output or to mix runs; return a reason to stop early, if any."""
     output = Path(args.output)
-    meta = run_identity(args, n, device)
+    identity = identity or run_identity(args, device)
+    meta = journal_identity(args, n, identity)
     journals_exist = any(output.parent.glob(f"{output.name}.part-*.journal"))
     if journals_exist and not args.resume:
         return (f"{output}: an interrupted run's journals exist; pass --resume to continue it "
@@ -375,9 +278,16 @@ def check_start(args: ScoreArgs, n: int, device: str | None = None) -> str | Non
         if unchecked:
             print(f"warning: the interrupted run was started by an older nabaa; cannot check: {', '.join(unchecked)}",
                   file=sys.stderr)
-        return identity_problem(saved, meta)
+        problem = identity_problem(saved, meta, "--resume: this run differs from the interrupted one, and one "
+                                                "output cannot mix them")
+        return problem and (problem + ". Resume with the same model, input and settings, or delete the journals "
+                            f"({output.name}.part-*.journal) to start over")
     if output.exists() and not args.overwrite:
-        return f"{output} exists; pass --overwrite to replace it"
+        state = job_state(FileJob(Path(args.input), output), identity)
+        if state.done:
+            return "skip"
+        if state.problem:
+            return state.problem
     output.parent.mkdir(parents=True, exist_ok=True)
     # The (empty) journals mark the run as started before anything else: killed while the
     # model loads, a --resume must still redo the work, not call a previous output complete.
@@ -390,7 +300,14 @@ def check_start(args: ScoreArgs, n: int, device: str | None = None) -> str | Non
 
 
 def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
-    """Score ``args.input`` into ``args.output`` (single or multi-process); return (summary, exit code)."""
+    """Score ``args.input`` (a file, glob or folder) into ``args.output``, single or multi-process;
+    return (summary, exit code)."""
+    jobs = plan_jobs(args.input, args.output, args.format)  # bad paths fail before any work
+    args = with_model_fields(args)
+    if args.engine == "ray":
+        from inference.ray_engine import run_ray
+
+        return run_ray(args)
     from accelerate import PartialState
 
     # Without cpu=True, PartialState ignores a CPU launch (`ACCELERATE_USE_CPU=1 accelerate launch
@@ -399,28 +316,79 @@ def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
     # Shards may finish hours apart (after a resume, or on unequal GPUs); the processes done
     # first wait at the final gather, which fails after this long (torch's default: 10-30 min).
     state = PartialState(cpu=use_cpu, timeout=timedelta(seconds=args.process_group_timeout))
-    k, n = state.process_index, state.num_processes
-    output_format(args.output)
-    args = with_model_fields(args)
-    output = Path(args.output)
-    if args.resume and output.exists() and not any(output.parent.glob(f"{output.name}.part-*.journal")):
+    many = folder_mode(args.input, args.output)
+    device = str(state.device) if state.num_processes > 1 else args.device
+    identity = _broadcast(_identity_or_problem(args, device) if state.is_main_process else None, state)
+    if isinstance(identity, str):
         if state.is_main_process:
-            print(f"{output} is already complete; nothing to resume")
-        return None, EXIT_OK
-    device = str(state.device) if n > 1 else args.device
-    problem = _start_problem(args, n, device) if state.is_main_process else None
-    problem = _broadcast(problem, state)
-    if problem:
-        if state.is_main_process:
-            print(f"error: {problem}", file=sys.stderr)
+            print(f"error: {identity}", file=sys.stderr)
         return None, EXIT_USAGE
+    totals, clf, code, start = Summary(), None, EXIT_OK, time.time()
+    for job in jobs:
+        # With a folder of inputs a rerun is always a resume: that is how it finishes the rest.
+        file_args = replace(args, input=str(job.input), output=str(job.output), resume=args.resume or many)
+        problem = _start_problem(file_args, state.num_processes, identity) if state.is_main_process else None
+        problem = _broadcast(problem, state)
+        if problem == "skip":
+            if state.is_main_process:
+                totals.add(replace(Summary.from_manifest(job_state(job, identity).manifest),
+                                   calibrated=folder_calibrated(args.model)))
+                print(f"{job.output} is already complete; skipped")
+            continue
+        if problem:
+            if state.is_main_process:
+                print(f"error: {problem}", file=sys.stderr)
+            code = EXIT_USAGE
+            continue
+        if clf is None:
+            clf = load_for_scoring(args, state)
+        summary, file_code = score_one_file(file_args, clf, state, identity)
+        if summary is not None:
+            totals.add(summary)
+        if file_code != EXIT_OK:
+            code = file_code
+    if not state.is_main_process:
+        return None, code
+    if code in (EXIT_USAGE, EXIT_INCOMPLETE) and totals.files == 0:
+        return None, code
+    totals.seconds = time.time() - start
+    write_summary(args, totals, many)
+    if code == EXIT_OK and (totals.errors or totals.duplicates):
+        code = EXIT_BAD_RECORDS
+    return totals, code
+
+
+def _identity_or_problem(args: ScoreArgs, device: str) -> dict[str, Any] | str:
+    # Every rank waits for this answer: an exception here must become an answer, not a hang.
+    try:
+        return run_identity(args, device)
+    except (OSError, ValueError) as e:
+        return str(e)
+
+
+def _start_problem(args: ScoreArgs, n: int, identity: dict[str, Any]) -> str | None:
+    try:
+        return check_start(args, n, identity)
+    except (OSError, ValueError) as e:
+        return str(e)
+
+
+def load_for_scoring(args: ScoreArgs, state: Any) -> Classifier:
+    n = state.num_processes
+    device = str(state.device) if n > 1 else args.device
     if n > 1 and state.device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
-    clf = Classifier.from_pretrained(args.model, device=device, quantize=args.quantize, dtype=args.dtype,
-                                     keep_freed_memory=True,
-                                     batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens)
-    start = time.time()
-    _, new, read = score_shard(clf, args, k, n, show_progress=state.is_local_main_process)
+    batch_size, max_batch_tokens = batch_limits(device, args.batch_size, args.max_batch_tokens)
+    return Classifier.from_pretrained(args.model, device=device, quantize=args.quantize, dtype=args.dtype,
+                                      keep_freed_memory=True, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+
+
+def score_one_file(args: ScoreArgs, clf: Classifier, state: Any,
+                   identity: dict[str, Any]) -> tuple[Summary | None, int]:
+    """Score one input into its output (journals, then merge after checking they add up);
+    (the summary on the main process, exit code)."""
+    k, n = state.process_index, state.num_processes
+    _, new, read = score_shard(clf, args, k, n, state.is_local_main_process)
     try:
         counts = _gather_counts((new, read), state)
         state.wait_for_everyone()
@@ -432,22 +400,12 @@ def run_scoring(args: ScoreArgs) -> tuple[Summary | None, int]:
     if not state.is_main_process:
         return None, EXIT_OK
     try:
-        summary = merge(args, clf, n, read=[r for _, r in counts])
+        summary = merge(args, clf, n, identity, read=[r for _, r in counts])
     except MergeError as e:
         print(f"error: {e}", file=sys.stderr)
         return None, EXIT_INCOMPLETE
-    summary.seconds, summary.scored_this_run = time.time() - start, sum(new for new, _ in counts)
-    summary.calibrated = clf.calibrated
-    write_summary(args, summary)
-    return summary, EXIT_BAD_RECORDS if summary.errors or summary.duplicates else EXIT_OK
-
-
-def _start_problem(args: ScoreArgs, n: int, device: str) -> str | None:
-    # Every rank waits for this answer: an exception here must become an answer, not a hang.
-    try:
-        return check_start(args, n, device)
-    except (OSError, ValueError) as e:
-        return str(e)
+    summary.scored_this_run = sum(new for new, _ in counts)
+    return summary, EXIT_OK
 
 
 def _broadcast(value: Any, state: Any) -> Any:
@@ -469,24 +427,21 @@ def _gather_counts(value: tuple[int, int], state: Any) -> list[tuple[int, int]]:
     return [tuple(v) for v in gather_object([value])]
 
 
-def write_summary(args: ScoreArgs, summary: Summary) -> None:
-    output = Path(args.output)
-    info = {**asdict(summary), "articles_per_second": round(summary.per_second, 2), "output": str(output),
-            "errors_file": str(errors_path(output))}
-    path = output.with_name(output.name + ".summary.json")
-    path.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    print(f"scored {summary.scored} article(s), {summary.errors} error(s), {summary.duplicates} duplicate id(s); "
-          f"{summary.scored_this_run} in this run in {summary.seconds:.1f}s ({summary.per_second:.1f} articles/s)")
-    print(f"output: {output}\nerrors: {errors_path(output)}")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p = argparse.ArgumentParser(prog="python -m inference.score", description="Score an article dump.",
                                 epilog="Exit status: 0 all scored, 3 some records in the errors file, 2 usage error, "
                                        "4 shard journals incomplete (kept; rerun with --resume).")
     p.add_argument("--model", required=True, help="a trained model folder (e.g. runs/demo/best)")
-    p.add_argument("--input", required=True, help=".jsonl, .csv or .parquet, optionally .gz")
-    p.add_argument("--output", required=True, help=".jsonl, .csv or .parquet")
+    p.add_argument("--input", required=True,
+                   help="a file, a glob ('dumps/*.jsonl.zst') or a folder of .jsonl, .csv or .parquet files, "
+                        "optionally .gz or .zst")
+    p.add_argument("--output", required=True,
+                   help="an output file (.jsonl, .jsonl.gz, .csv, .csv.gz, .parquet) for one input file; "
+                        "else a folder with one output per input file")
+    p.add_argument("--format", default="parquet", choices=["parquet", "jsonl", "jsonl.gz", "csv", "csv.gz"],
+                   help="kind of the outputs when --output is a folder (default parquet)")
+    p.add_argument("--keep", default="", help="input fields copied into each output row, e.g. source,date,url")
+    p.add_argument("--keep-all", action="store_true", help="copy every input field but the id, text and title")
     p.add_argument("--text-field", default=None, help="default: the field the model was trained on (usually text)")
     p.add_argument("--id-field", default=None, help="default: the model's (usually id)")
     p.add_argument("--title-field", default=None, help="default: the model's (usually title); '' ignores titles")
@@ -496,15 +451,36 @@ def parse_args(argv: Sequence[str] | None = None) -> ScoreArgs:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantisation (CPU)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--batch-size", type=int, default=64, help="max windows per forward pass")
-    p.add_argument("--max-batch-tokens", type=int, default=16384, help="max padded tokens per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="max windows per forward pass (default 64 on CPU; 128-512 on a GPU by its memory)")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="max padded tokens per forward pass (default 16384 on CPU; 32768-131072 on a GPU)")
     p.add_argument("--buffer-size", type=int, default=256,
                    help="records read ahead, length-sorted and journalled together (bounds memory)")
+    p.add_argument("--no-dedup", dest="dedup", action="store_false",
+                   help="score every record even when its prepared text was already scored in this run")
+    p.add_argument("--dedup-cache", type=int, default=200_000,
+                   help="distinct texts remembered per process for --dedup (about 150 bytes each)")
     p.add_argument("--process-group-timeout", type=int, default=86400, metavar="SECONDS",
                    help="multi-process runs: how long the processes done first wait for the others at the "
                         "final gather before failing (default 24 h; the journals stay for --resume)")
+    ray = p.add_argument_group("Ray engine (pip install 'nabaa[ray]')")
+    ray.add_argument("--engine", default="local", choices=["local", "ray"],
+                     help="local: this process (or an accelerate launch); ray: Ray Data over a cluster")
+    ray.add_argument("--address", default=None,
+                     help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray on this machine)")
+    ray.add_argument("--actors", type=int, default=None,
+                     help="scoring actors (default: one per GPU; on CPU, the cluster's CPUs / threads per actor)")
+    ray.add_argument("--threads-per-actor", type=int, default=None,
+                     help="torch threads of each CPU actor (default 4, or 1 on machines with 4 CPUs or fewer)")
+    ray.add_argument("--block-records", type=int, default=256,
+                     help="records per Ray block (read, tokenised and scored together)")
     ns = p.parse_args(argv)
-    return ScoreArgs(**vars(ns))
+    values = vars(ns)
+    values["keep"] = [name.strip() for name in values["keep"].split(",") if name.strip()]
+    if values["keep"] and values["keep_all"]:
+        p.error("--keep and --keep-all exclude each other")
+    return ScoreArgs(**values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -299,3 +299,26 @@ def probe_shape_of(encoder_config: object) -> ProbeShape:
     """The probe shape of a transformers encoder config (hidden and intermediate sizes)."""
     hidden = int(getattr(encoder_config, "hidden_size", 384))
     return ProbeShape(hidden=hidden, intermediate=int(getattr(encoder_config, "intermediate_size", 4 * hidden)))
+
+
+# Windows / padded tokens per forward pass on a GPU, by its memory. The CPU default (64 / 16,384)
+# is sized for cache reuse; a GPU wants big batches to stay busy. e5-small / AraBERT-base at 512
+# tokens: 131,072 tokens of bf16 activations stay well under 10 GB on a 40+ GB card.
+GPU_BATCH_LIMITS = ((40, 512, 131_072), (16, 256, 65_536), (0, 128, 32_768))
+CPU_BATCH_LIMITS = (64, 16_384)
+
+
+def batch_limits(device: str | torch.device, batch_size: int | None = None,
+                 max_batch_tokens: int | None = None) -> tuple[int, int]:
+    """``(batch_size, max_batch_tokens)`` for ``device``; values given explicitly win.
+
+    >>> batch_limits("cpu")
+    (64, 16384)
+    """
+    default = CPU_BATCH_LIMITS
+    device = torch.device("cuda" if str(device) == "auto" and torch.cuda.is_available() else
+                          "cpu" if str(device) == "auto" else device)
+    if device.type == "cuda":
+        gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+        default = next((b, t) for floor, b, t in GPU_BATCH_LIMITS if gib >= floor)
+    return batch_size or default[0], max_batch_tokens or default[1]

@@ -1,4 +1,4 @@
-"""Streaming readers for article files: JSONL, CSV and Parquet, optionally gzipped.
+"""Streaming readers for article files: JSONL, CSV and Parquet, optionally gzipped or zstd-compressed.
 
 Both training (validation with exact error locations) and batch scoring (bounded
 memory over millions of articles) read through :func:`iter_records`, so a record
@@ -31,6 +31,8 @@ FORMATS = ("jsonl", "csv", "parquet")
 _UTF8_BOM = b"\xef\xbb\xbf"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+_GLOB_CHARS = set("*?[")
 
 
 class RecordFileError(ValueError):
@@ -48,28 +50,96 @@ class RawRecord:
 
 
 def detect_format(path: str | os.PathLike) -> tuple[str, bool]:
-    """Return ``(format, gzipped)`` from a file name.
+    """Return ``(format, compressed)`` from a file name (``.gz`` or ``.zst``).
 
     >>> detect_format("dump.jsonl.gz")
     ('jsonl', True)
     """
     name = Path(path).name.lower()
-    gzipped = name.endswith(".gz")
-    if gzipped:
-        name = name[:-3]
+    compression = compression_of(name)
+    if compression:
+        name = name.rsplit(".", 1)[0]
     fmt = _SUFFIXES.get(Path(name).suffix)
     if fmt is None:
         raise RecordFileError(
-            f"{path}: cannot tell the format from the name; use .jsonl, .csv or .parquet (optionally .gz)"
+            f"{path}: cannot tell the format from the name; use .jsonl, .csv or .parquet (optionally .gz or .zst)"
         )
-    return fmt, gzipped
+    return fmt, compression is not None
+
+
+def compression_of(path: str | os.PathLike) -> str | None:
+    """``"gzip"``, ``"zstd"`` or ``None`` from a file name.
+
+    >>> compression_of("a.csv.zst")
+    'zstd'
+    """
+    return COMPRESSIONS.get(Path(str(path).lower()).suffix)
+
+
+def is_record_file(path: str | os.PathLike) -> bool:
+    """True if the name is one :func:`iter_records` reads (``x.jsonl``, ``x.csv.zst``, ...)."""
+    try:
+        detect_format(path)
+    except RecordFileError:
+        return False
+    return True
+
+
+def expand_inputs(spec: str | os.PathLike) -> list[Path]:
+    """The record files named by ``spec``: a file, a glob or a folder (searched recursively).
+
+    Files come back sorted, so every run (and every machine) sees them in the same order.
+    Hidden files (``.name``, such as a writer's temp files) are never inputs.
+
+    >>> expand_inputs("seeds/dump.jsonl.gz")  # doctest: +SKIP
+    [PosixPath('seeds/dump.jsonl.gz')]
+    """
+    text = str(spec)
+    path = Path(text)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [p for p in path.rglob("*") if p.is_file() and is_record_file(p)]
+    elif _GLOB_CHARS & set(text):
+        anchor = Path(text).anchor or "."
+        pattern = text[len(anchor):] if path.is_absolute() else text
+        found = [p for p in Path(anchor).glob(pattern) if p.is_file() and is_record_file(p)]
+    else:
+        raise RecordFileError(f"{spec}: no such file or folder")
+    root = input_root(path, text)
+    found = sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not found:
+        raise RecordFileError(f"{spec}: no .jsonl, .csv or .parquet files (optionally .gz or .zst) found")
+    return found
+
+
+def input_root(path: Path, text: str) -> Path:
+    """The folder an input spec starts from: the folder itself, or the part of a glob above its
+    first wildcard (outputs mirror the inputs' paths below it)."""
+    if path.is_dir():
+        return path
+    parts = []
+    for part in path.parts:
+        if _GLOB_CHARS & set(part):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
 
 
 def open_binary(path: str | os.PathLike) -> IO[bytes]:
-    """Open a file for binary reading, transparently gunzipping ``*.gz``."""
+    """Open a file for binary reading, transparently decompressing ``*.gz`` and ``*.zst``."""
     if not Path(path).exists():
         raise RecordFileError(f"{path}: no such file")
-    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
+    compression = compression_of(path)
+    if compression == "gzip":
+        return gzip.open(path, "rb")
+    if compression == "zstd":
+        import zstandard
+
+        # A stream reader decodes frame after frame, as `zstd -d` does for concatenated frames.
+        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+        return io.BufferedReader(reader, 1 << 20)  # the bare reader cannot iterate lines
+    return open(path, "rb")
 
 
 @dataclass
@@ -236,13 +306,13 @@ def _iter_parquet(path: str | os.PathLike, select: _Selector) -> Iterator[RawRec
 
 
 class _seekable_copy:
-    """Parquet needs random access: gunzip ``*.parquet.gz`` to a temp file first."""
+    """Parquet needs random access: decompress ``*.parquet.gz`` / ``*.parquet.zst`` to a temp file first."""
 
     def __init__(self, path: str | os.PathLike):
         self.path, self.tmp = path, None
 
     def __enter__(self) -> str:
-        if not str(self.path).lower().endswith(".gz"):
+        if compression_of(self.path) is None:
             return str(self.path)
         fd, self.tmp = tempfile.mkstemp(suffix=".parquet")
         with os.fdopen(fd, "wb") as out, open_binary(self.path) as src:

@@ -5,13 +5,21 @@
     python -m seeds.make_dump --n 50000 --out dump.parquet --seed 3 --corpus seeds/articles.jsonl
     python -m seeds.make_dump --n 10000 --out dump.csv.gz
 
-Each generated article is ``{"id": "d0000001", "title": ..., "text": ..., "source": "synthetic"}``
-and carries no labels. The title is the title of a random corpus article; the text
+Each generated article is ``{"id", "title", "text", "source", "date", "url"}`` and carries no
+labels. The title is the title of a random corpus article; the text
 opens with a random corpus *lead* paragraph (the first paragraph of some article) and
 continues with random non-lead paragraphs (no paragraph twice in one article) until
 it is as close as it can get to a target length drawn from the corpus's own article
 lengths, so the dump's length distribution follows the corpus's. Lengths are counted
 in whitespace-separated words of ``text`` (the title is not counted).
+
+The metadata follow the lead paragraph's article, so a dump can be read by outlet and
+week: ``source`` is one of a few fictional outlets chosen from that article's
+``outlet_style`` (:data:`OUTLETS`, :func:`outlet_for`), ``date`` is its ``date`` moved
+by up to ±3 days, and ``url`` is ``https://<outlet>.example/<yyyy>/<mm>/<id>``. They
+come from their own random stream, so the texts are those of the same seed before
+metadata were added. A corpus without ``outlet_style``/``date`` gets a random outlet
+and an empty date.
 
 The format follows the output name (``.jsonl``, ``.jsonl.gz``, ``.csv``, ``.csv.gz``,
 ``.parquet``, ``.parquet.gz``; ``--format`` overrides the name). Output is streamed
@@ -27,6 +35,7 @@ distribution of the dump is printed beside the corpus's, with the generation rat
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gzip
 import io
 import json
@@ -47,8 +56,21 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT / "seeds" / "articles.jsonl"
 FORMATS = ("jsonl", "csv", "parquet")
-COLUMNS = ("id", "title", "text", "source")
-SOURCE = "synthetic"
+COLUMNS = ("id", "title", "text", "source", "date", "url")
+DATE_JITTER_DAYS = 3
+# Fictional outlets (none is a real Libyan outlet's name), each standing for a family of the
+# corpus's free-text outlet styles; ``outlet_for`` picks by the first rule that matches.
+OUTLETS = ("Sahara Wire", "Eastern Dawn", "Cyrene TV", "Tripoli Voice", "Capital Channel",
+           "Coastal Radio", "Libya Ledger")
+_OUTLET_RULES = (
+    (("wire",), "Sahara Wire"),
+    (("pro-lna tv", "pro-lna television"), "Cyrene TV"),
+    (("pro-lna", "eastern", "pro-east"), "Eastern Dawn"),
+    (("pro-gna tv",), "Capital Channel"),
+    (("radio",), "Coastal Radio"),
+    (("pro-gna", "misrata"), "Tripoli Voice"),
+    (("pan-arab",), "Capital Channel"),
+)
 CHUNK = 4096  # articles per write / progress update
 PARQUET_ROWS = 16384  # rows per Parquet row group
 MAX_REDRAWS = 8  # tries to find a paragraph not already in the article
@@ -65,6 +87,8 @@ class Pool:
     bodies: list[str]
     body_words: list[int]
     lengths: list[int]
+    lead_outlets: list[str | None]
+    lead_dates: list[dt.date | None]
 
 
 @dataclass
@@ -121,6 +145,8 @@ def load_pool(corpus: str | os.PathLike) -> Pool:
     leads: list[str] = []
     bodies: list[str] = []
     lengths: list[int] = []
+    outlets: list[str | None] = []
+    dates: list[dt.date | None] = []
     with open(corpus, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -131,6 +157,9 @@ def load_pool(corpus: str | os.PathLike) -> Pool:
                 raise ValueError(f"{corpus}:{line_no}: record has no text")
             paragraphs = [p.strip() for p in text.split("\n") if p.strip()]
             leads.append(paragraphs[0])
+            style = record.get("outlet_style")
+            outlets.append(outlet_for(style) if isinstance(style, str) and style.strip() else None)
+            dates.append(_parse_date(record.get("date"), corpus, line_no))
             bodies.extend(paragraphs[1:])
             lengths.append(sum(len(p.split()) for p in paragraphs))
             title = record.get("title")
@@ -142,7 +171,46 @@ def load_pool(corpus: str | os.PathLike) -> Pool:
         raise ValueError(f"{corpus}: every article is a single paragraph; nothing to recombine")
     if not titles:
         raise ValueError(f"{corpus}: no titles")
-    return Pool(titles, leads, [len(p.split()) for p in leads], bodies, [len(p.split()) for p in bodies], lengths)
+    return Pool(titles, leads, [len(p.split()) for p in leads], bodies, [len(p.split()) for p in bodies], lengths,
+                outlets, dates)
+
+
+def outlet_for(style: str) -> str:
+    """The fictional outlet standing for a corpus ``outlet_style``.
+
+    >>> outlet_for("pro-LNA news site"), outlet_for("wire"), outlet_for("independent daily")
+    ('Eastern Dawn', 'Sahara Wire', 'Libya Ledger')
+    """
+    text = style.lower()
+    for needles, outlet in _OUTLET_RULES:
+        if any(needle in text for needle in needles):
+            return outlet
+    return "Libya Ledger"  # independent dailies, explainers, features, opinion, economic desks
+
+
+def _parse_date(value: Any, corpus: str | os.PathLike, line_no: int) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise ValueError(f"{corpus}:{line_no}: field 'date': expected an ISO date, got {value!r}") from None
+
+
+def plan_metadata(pool: Pool, plans: Iterator[tuple[int, int, list[int], int]], n: int,
+                  seed: int) -> Iterator[tuple[int, int, list[int], int, tuple[str, str, str]]]:
+    """Add ``(source, date, url)`` to each plan, from its lead article (own random stream)."""
+    rng = random.Random(f"metadata-{seed}")
+    width = _id_width(n)
+    for i, (title, lead, body, words) in enumerate(plans, 1):
+        outlet = pool.lead_outlets[lead] or OUTLETS[int(rng.random() * len(OUTLETS))]
+        day = pool.lead_dates[lead]
+        jitter = int(rng.random() * (2 * DATE_JITTER_DAYS + 1)) - DATE_JITTER_DAYS
+        date = "" if day is None else (day + dt.timedelta(days=jitter)).isoformat()
+        slug = outlet.lower().replace(" ", "-")
+        when = date[:7].replace("-", "/") if date else "undated"
+        url = f"https://{slug}.example/{when}/d{str(i).zfill(width)}"
+        yield title, lead, body, words, (outlet, date, url)
 
 
 def plan_articles(pool: Pool, n: int, seed: int) -> Iterator[tuple[int, int, list[int], int]]:
@@ -267,11 +335,11 @@ def _csv_escape(text: str) -> bytes:
 _TEMPLATES: dict[str, dict[str, Any]] = {
     "jsonl": {
         "escape": _json_escape, "header": b"", "head": b'{"id": "d', "title": b'", "title": "',
-        "text": b'", "text": "', "tail": f'", "source": "{SOURCE}"}}\n'.encode(), "newline": b"\\n",
+        "text": b'", "text": "', "tail": '", "source": "{}", "date": "{}", "url": "{}"}}\n', "newline": b"\\n",
     },
     "csv": {
         "escape": _csv_escape, "header": (",".join(COLUMNS) + "\r\n").encode(), "head": b"d",
-        "title": b',"', "text": b'","', "tail": f'",{SOURCE}\r\n'.encode(), "newline": b"\n",
+        "title": b',"', "text": b'","', "tail": '",{},{},{}\r\n', "newline": b"\n",
     },
 }
 
@@ -288,12 +356,13 @@ def _write_text(fmt: str, f: IO[bytes], pool: Pool, plans: Iterator[Any], n: int
     head, mid_title, mid_text, tail, newline = t["head"], t["title"], t["text"], t["tail"], t["newline"]
     f.write(t["header"])
     buf: list[bytes] = []
-    for i, (title, lead, body, words) in enumerate(plans, 1):
+    # Outlet names, ISO dates and URLs need no escaping in either format.
+    for i, (title, lead, body, words, meta) in enumerate(plans, 1):
         hist[words] += 1
         parts = [leads[lead]]
         parts.extend(bodies[p] for p in body)
         buf.append(head + str(i).zfill(width).encode() + mid_title + titles[title] + mid_text
-                   + newline.join(parts) + tail)
+                   + newline.join(parts) + tail.format(*meta).encode())
         if len(buf) == CHUNK:
             f.write(b"".join(buf))
             bar.update(len(buf))
@@ -303,12 +372,12 @@ def _write_text(fmt: str, f: IO[bytes], pool: Pool, plans: Iterator[Any], n: int
         bar.update(len(buf))
 
 
-def _rows(pool: Pool, plans: Iterator[Any], n: int, hist: Counter[int]) -> Iterator[tuple[str, str, str, str]]:
+def _rows(pool: Pool, plans: Iterator[Any], n: int, hist: Counter[int]) -> Iterator[tuple[str, ...]]:
     width = _id_width(n)
-    for i, (title, lead, body, words) in enumerate(plans, 1):
+    for i, (title, lead, body, words, meta) in enumerate(plans, 1):
         hist[words] += 1
         text = "\n".join([pool.leads[lead], *(pool.bodies[p] for p in body)])
-        yield f"d{str(i).zfill(width)}", pool.titles[title], text, SOURCE
+        yield f"d{str(i).zfill(width)}", pool.titles[title], text, *meta
 
 
 def _write_parquet(tmp: Path, gzipped: bool, pool: Pool, plans: Iterator[Any], n: int, bar: tqdm,
@@ -352,7 +421,7 @@ def make_dump(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     hist: Counter[int] = Counter()
-    plans = plan_articles(pool, n, seed)
+    plans = plan_metadata(pool, plan_articles(pool, n, seed), n, seed)
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         with tqdm(total=n, unit="art", unit_scale=True, disable=not progress, desc=out.name) as bar:

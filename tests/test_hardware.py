@@ -1,4 +1,5 @@
-"""``auto`` precision on CPU is decided by a cached measurement (model/hardware.py)."""
+"""``auto`` precision on CPU is decided by a cached measurement; batch limits by device
+(CPU defaults, GPU limits by memory, explicit values win) (model/hardware.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pytest
 import torch
 
 from model import hardware
-from model.hardware import ProbeResult, ProbeShape, auto_uses_bf16, cpu_bf16_decision, measure_bf16_speedup
+from model.hardware import (
+    CPU_BATCH_LIMITS,
+    GPU_BATCH_LIMITS,
+    ProbeResult,
+    ProbeShape,
+    auto_uses_bf16,
+    batch_limits,
+    cpu_bf16_decision,
+    measure_bf16_speedup,
+)
 
 
 @pytest.fixture
@@ -86,3 +96,18 @@ def test_real_probe_is_short_and_positive() -> None:
     result = measure_bf16_speedup(ProbeShape(128, 512, 128), budget_s=0.2)
     assert result.fp32_gflops > 0 and result.bf16_gflops > 0
     assert result.seconds < 5
+
+
+def test_cpu_defaults_and_explicit_values() -> None:
+    assert batch_limits("cpu") == CPU_BATCH_LIMITS == (64, 16_384)
+    assert batch_limits("cpu", 8) == (8, 16_384)
+    assert batch_limits("cpu", None, 4096) == (64, 4096)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_gets_larger_batches_by_its_memory() -> None:
+    gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+    expected = next((b, t) for floor, b, t in GPU_BATCH_LIMITS if gib >= floor)
+    assert batch_limits("cuda") == batch_limits("auto") == expected
+    assert expected[1] > CPU_BATCH_LIMITS[1]

@@ -159,7 +159,8 @@ def test_resume_after_torn_journal_equals_uninterrupted(model_dir: Path, dump: P
     assert code == 0 and summary.scored == 40 and summary.scored_this_run == 24
     assert out.read_bytes() == full.read_bytes()
     assert not journal.exists()
-    assert score.run_scoring(args) == (None, 0)  # resuming a finished run is a no-op
+    again, code = score.run_scoring(args)  # resuming a finished run is a no-op
+    assert code == 0 and again.files_skipped == 1 and again.scored_this_run == 0 and again.scored == 40
 
 
 def write_shard_journals(args: score.ScoreArgs, clf: Classifier, n: int) -> list[int]:
@@ -382,3 +383,79 @@ def test_output_keeps_one_record_per_line_for_every_reader(model_dir: Path, tmp_
                                                         "--output", str(out)]))
     assert code == 0
     assert [json.loads(x)["id"] for x in out.read_text(encoding="utf-8").splitlines()] == ["a\x85b", "c"]
+
+
+def test_identical_texts_are_scored_once_and_rows_stay_the_same(model_dir: Path, dump: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    records = read_jsonl(dump)[:20]
+    copies = [dict(r, id=f"wire-{i}") for i, r in enumerate(records[:5])]  # 20 % wire copies
+    wired = write_jsonl(tmp_path / "wired.jsonl", records + copies)
+    scored_texts = []
+    real = Classifier.predict_proba_prepared
+    monkeypatch.setattr(Classifier, "predict_proba_prepared",
+                        lambda self, texts: scored_texts.extend(texts) or real(self, texts))
+    runs = {}
+    for name, extra in (("dedup", []), ("every", ["--no-dedup"])):
+        out = tmp_path / f"{name}.jsonl"
+        scored_texts.clear()
+        summary, code = score.run_scoring(score.parse_args(
+            ["--model", str(model_dir), "--input", str(wired), "--output", str(out), "--dtype", "fp32", *extra]))
+        runs[name] = (summary, len(scored_texts), read_jsonl(out))
+    (dedup, n_dedup, rows), (every, n_every, rows_every) = runs["dedup"], runs["every"]
+    assert (dedup.repeated_texts, n_dedup, every.repeated_texts, n_every) == (5, 20, 0, 25)
+    assert dedup.scored == every.scored == 25
+    assert [r["id"] for r in rows] == [r["id"] for r in rows_every]
+    for row, other in zip(rows, rows_every):
+        assert {k: v for k, v in row.items() if not k.endswith("_score")} == \
+               {k: v for k, v in other.items() if not k.endswith("_score")}
+    assert rows[20]["topic"] == rows[0]["topic"] and rows[20]["topic_score"] == rows[0]["topic_score"]
+
+
+def test_a_folder_of_inputs_scores_each_file_once(model_dir: Path, dump: Path, tmp_path: Path) -> None:
+    import zstandard
+
+    records = [dict(r, source="Sahara Wire", date=f"2020-05-0{i % 9 + 1}") for i, r in enumerate(read_jsonl(dump))]
+    folder = tmp_path / "in"
+    (folder / "2020").mkdir(parents=True)
+    write_jsonl(folder / "a.jsonl", records[:10])
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[10:20]) + "not json\n"
+    (folder / "2020" / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data.encode()))
+    out = tmp_path / "out"
+    cmd = ["--model", str(model_dir), "--input", str(folder), "--output", str(out), "--keep", "source,date"]
+    result = score_cli(*cmd)
+    assert result.returncode == score.EXIT_BAD_RECORDS, result.stderr[-2000:]
+    assert "files: 2 (0 already complete, skipped)" in result.stdout
+    b = pq.read_table(out / "2020" / "b.parquet").to_pylist()
+    assert [r["id"] for r in b] == [r["id"] for r in records[10:20]]
+    assert b[0]["source"] == "Sahara Wire" and b[0]["date"] == records[10]["date"]
+    assert read_jsonl(out / "2020" / "b.parquet.errors.jsonl")[0]["line"] == 11
+    before = (out / "a.parquet").stat().st_mtime_ns
+    again = score_cli(*cmd)  # the same command: nothing left to do, same exit status
+    assert again.returncode == score.EXIT_BAD_RECORDS and "files: 2 (2 already complete, skipped)" in again.stdout
+    assert (out / "a.parquet").stat().st_mtime_ns == before
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["scored"] == 20
+    other = score_cli(*cmd, "--quantize", "int8")  # another quantisation: refuse to mix, keep the old outputs
+    assert other.returncode == score.EXIT_USAGE and "different run" in other.stderr
+    assert (out / "a.parquet").stat().st_mtime_ns == before
+
+
+def test_summary_says_whether_the_scores_are_calibrated(model_dir: Path, dump: Path, tmp_path: Path) -> None:
+    """An uncalibrated folder's scores are raw softmax: the summary (and its rerun) must say so."""
+    import shutil
+
+    from inference.classifier import UncalibratedWarning
+
+    raw = tmp_path / "raw"
+    shutil.copytree(model_dir, raw)
+    (raw / "calibration.json").unlink()
+    out = tmp_path / "raw.jsonl"
+    args = ["--model", str(raw), "--input", str(dump), "--output", str(out)]
+    with pytest.warns(UncalibratedWarning):
+        summary, code = score.run_scoring(score.parse_args(args))
+    assert code == 0 and summary.calibrated is False
+    assert json.loads(out.with_name("raw.jsonl.summary.json").read_text(encoding="utf-8"))["calibrated"] is False
+    rerun, _ = score.run_scoring(score.parse_args(args))  # skipped as complete: still uncalibrated
+    assert rerun.files_skipped == 1 and rerun.calibrated is False
+    calibrated, _ = score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump),
+                                                        "--output", str(tmp_path / "cal.jsonl")]))
+    assert calibrated.calibrated is True

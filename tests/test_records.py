@@ -19,7 +19,7 @@ ROWS = [
 ]
 
 
-def write(path: Path, fmt: str, gz: bool) -> Path:
+def write(path: Path, fmt: str, gz: bool | str) -> Path:
     if fmt == "jsonl":
         data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS).encode()
     elif fmt == "csv":
@@ -34,14 +34,22 @@ def write(path: Path, fmt: str, gz: bool) -> Path:
         sink = pa.BufferOutputStream()
         pq.write_table(pa.Table.from_pylist(ROWS), sink)
         data = sink.getvalue().to_pybytes()
-    path.write_bytes(gzip.compress(data) if gz else data)
+    if gz == "zst":
+        import zstandard
+
+        half = len(data) // 2  # two frames, as `cat a.zst b.zst` makes: both must be read
+        data = zstandard.ZstdCompressor().compress(data[:half]) + zstandard.ZstdCompressor().compress(data[half:])
+    elif gz:
+        data = gzip.compress(data)
+    path.write_bytes(data)
     return path
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
-@pytest.mark.parametrize("gz", [False, True])
-def test_all_formats_read_the_same(tmp_path: Path, fmt: str, gz: bool) -> None:
-    path = write(tmp_path / f"d.{fmt}{'.gz' if gz else ''}", fmt, gz)
+@pytest.mark.parametrize("gz", [False, True, "zst"])
+def test_all_formats_read_the_same(tmp_path: Path, fmt: str, gz: bool | str) -> None:
+    suffix = {False: "", True: ".gz", "zst": ".zst"}[gz]
+    path = write(tmp_path / f"d.{fmt}{suffix}", fmt, gz)
     records = list(iter_records(path))
     assert [r.data for r in records] == ROWS
     assert all(r.error is None for r in records)
@@ -72,3 +80,16 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
         detect_format("dump.txt")
     with pytest.raises(RecordFileError, match="no such file"):
         list(iter_records(tmp_path / "missing.jsonl"))
+
+
+def test_expand_inputs_takes_a_file_a_glob_or_a_folder(tmp_path: Path) -> None:
+    from model.records import expand_inputs
+
+    (tmp_path / "in").mkdir()
+    a = write(tmp_path / "in" / "a.jsonl", "jsonl", False)
+    b = write(tmp_path / "in" / "b.csv.zst", "csv", "zst")
+    (tmp_path / "in" / "README.md").write_text("not data", encoding="utf-8")
+    (tmp_path / "in" / ".b.csv.zst.tmp.jsonl").write_text("", encoding="utf-8")  # a writer's hidden temp file
+    assert expand_inputs(a) == [a]
+    assert expand_inputs(tmp_path / "in") == [a, b]
+    assert expand_inputs(str(tmp_path / "in" / "*.zst")) == [b]

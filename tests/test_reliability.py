@@ -428,7 +428,8 @@ def _run_fuzz_case(clf: Classifier, name: str, data: bytes, expected_ids: list[s
         got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         errors = [json.loads(line) for line in score.errors_path(out).read_text(encoding="utf-8").splitlines()]
         leftovers = [p.name for p in Path(tmp).iterdir() if p.name not in {name, out.name, score.errors_path(out).name,
-                                                                           out.name + ".summary.json"}]
+                                                                           out.name + ".summary.json",
+                                                                           out.name + ".manifest.json"}]
     assert [row["id"] for row in got] == expected_ids  # each good record exactly once, in input order
     reported = [e["line"] for e in errors if not e["reason"].startswith("duplicate id")]
     assert sorted(reported) == sorted(bad_lines)

@@ -89,7 +89,7 @@ def test_make_dump_is_unlabelled_unique_and_deterministic(tmp_path: Path) -> Non
     records = [rec.data for rec in iter_records(first.path)]
     assert len(records) == 300 and all(r is not None for r in records)
     assert len({r["id"] for r in records}) == 300
-    assert all(set(r) == {"id", "title", "text", "source"} for r in records)
+    assert all(set(r) == {"id", "title", "text", "source", "date", "url"} for r in records)
     assert not any(field in r for r in records for field in LABEL_FIELDS)
     assert all(r["text"].strip() and r["title"].strip() for r in records)
     assert first.lengths.count == 300 and first.lengths.min >= first.corpus_lengths.min
@@ -123,3 +123,24 @@ def test_v2_label_shares_are_close_to_real_coverage(seeds: dict[str, list[dict]]
     assert sum(w > 700 for w in words) >= 50
     kinds = Counter(r["hard_kind"] for r in records)
     assert kinds["war_as_background"] >= 50 and kinds["quiet_framing"] >= 50
+
+
+def test_make_dump_metadata_follow_the_lead_article(tmp_path: Path) -> None:
+    """source/date/url come from the article whose lead opens the text: outlet by style, date ±3 days."""
+    import datetime as dt
+
+    from seeds.make_dump import DEFAULT_CORPUS, OUTLETS, outlet_for
+
+    corpus = [json.loads(line) for line in DEFAULT_CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    by_lead = {r["text"].split("\n")[0].strip(): r for r in corpus}
+    result = make_dump(tmp_path / "m.jsonl", 200, seed=3, progress=False)
+    records = [rec.data for rec in iter_records(result.path)]
+    for r in records:
+        origin = by_lead[r["text"].split("\n")[0]]
+        assert r["source"] == outlet_for(origin["outlet_style"]) and r["source"] in OUTLETS
+        shift = dt.date.fromisoformat(r["date"]) - dt.date.fromisoformat(origin["date"])
+        assert abs(shift.days) <= 3
+        slug = r["source"].lower().replace(" ", "-")
+        assert r["url"] == f"https://{slug}.example/{r['date'][:4]}/{r['date'][5:7]}/{r['id']}"
+    assert len({r["source"] for r in records}) >= 5  # enough outlets to compare
+    assert len({r["date"] for r in records}) > 50

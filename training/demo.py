@@ -49,7 +49,9 @@ def score_if_needed(model: Path, output: Path) -> None:
         print(f"already scored: {output}")
         return
     journals = any(output.parent.glob(f"{output.name}.part-*.journal"))
-    args = parse_args(["--model", str(model), "--input", DUMP, "--output", str(output)]
+    # Outlet, date and URL travel with the scores, so they can be read by outlet and week.
+    args = parse_args(["--model", str(model), "--input", DUMP, "--output", str(output),
+                       "--keep", "source,date,url"]
                       + (["--resume"] if journals else []))
     _, code = run_scoring(args)
     if code == EXIT_USAGE:
