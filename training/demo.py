@@ -6,7 +6,9 @@
 2. trains ``configs/demo.yaml`` on ``seeds/`` (resuming an interrupted run; skipped when done),
    which also calibrates, and evaluates dev and test beside the TF-IDF baseline,
 3. scores ``seeds/dump.jsonl.gz`` (resuming; skipped when done),
-4. prints where everything is and the prediction for one sample article.
+4. analyses the scores per outlet and month (``inference.analyze``: shares with intervals,
+   change points, figures, ``report.html``),
+5. prints where everything is and the prediction for one sample article.
 """
 
 from __future__ import annotations
@@ -51,11 +53,19 @@ def score_if_needed(model: Path, output: Path) -> None:
     journals = any(output.parent.glob(f"{output.name}.part-*.journal"))
     # Outlet, date and URL travel with the scores, so they can be read by outlet and week.
     args = parse_args(["--model", str(model), "--input", DUMP, "--output", str(output),
-                       "--keep", "source,date,url"]
+                       "--keep", "source,date,url", "--probs"]
                       + (["--resume"] if journals else []))
     _, code = run_scoring(args)
     if code == EXIT_USAGE:
         sys.exit(code)
+
+
+def analyze_scores(scores: Path, out: Path) -> Path:
+    """Shares per outlet and month with intervals, change points, figures and a report."""
+    from inference.analyze import analyze
+
+    result = analyze(scores, out, by="source", every="month")
+    return result.report_html
 
 
 def show_sample(model: Path) -> None:
@@ -73,15 +83,17 @@ def main() -> int:
     from model.embedded import resolve_backbone
 
     cfg = load_config(CONFIG)
-    step("1/4 embedded backbone")
+    step("1/5 embedded backbone")
     print(resolve_backbone(cfg.model.backbone))
-    step("2/4 train on seeds/ (then calibrate and evaluate)")
+    step("2/5 train on seeds/ (then calibrate and evaluate)")
     train_if_needed(cfg)
     best, report = cfg.run_dir / "best", cfg.run_dir / "report"
-    step(f"3/4 score {DUMP}")
+    step(f"3/5 score {DUMP}")
     scores = cfg.run_dir / "dump_scores.jsonl"
     score_if_needed(best, scores)
-    step("4/4 one prediction")
+    step("4/5 analytics: stance and topic shares per outlet and month")
+    analysis = analyze_scores(scores, cfg.run_dir / "analysis")
+    step("5/5 one prediction")
     show_sample(best)
     test = json.loads((report / "test" / "metrics.json").read_text(encoding="utf-8"))
     base = test.get("baseline", {})
@@ -93,6 +105,7 @@ def main() -> int:
     print(f"\nmodel:   {best}  (load with inference.Classifier.from_pretrained)")
     print(f"reports: {report / 'test' / 'report.md'}, {report / 'dev' / 'report.md'} (+ PNG figures)")
     print(f"scores:  {scores} (+ .errors.jsonl, .summary.json)")
+    print(f"analysis: {analysis} (+ report.md, CSV tables, PNG figures)")
     return 0
 
 
