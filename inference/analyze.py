@@ -39,7 +39,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from inference import analyze_plots as plots
-from inference.analyze_report import render_html, render_markdown
+from inference.analyze_report import AnalysisResult, AnalyzeOptions, render_html, render_markdown
 from inference.shares import change_points, share_table
 
 PERIODS = ("day", "week", "month", "quarter", "year")
@@ -132,35 +132,6 @@ def discover_columns(columns: Sequence[str], types: Sequence[Any]) -> ScoreColum
 
 
 # --------------------------------------------------------------------------- analysis
-@dataclass
-class AnalyzeOptions:
-    by: str = "source"
-    date_field: str = "date"
-    every: str = "month"
-    topic_task: str | None = "topic"
-    min_count: int = 10
-    max_groups: int = 12
-    memory_limit: str = "2GB"
-    threads: int | None = None
-    show_progress: bool = True
-
-
-@dataclass
-class AnalysisResult:
-    """Where everything went, plus the tables (small: one row per group × period × label)."""
-
-    out: Path
-    rows: int
-    skipped: int
-    tasks: list[str]
-    counts: pd.DataFrame
-    shares: dict[str, pd.DataFrame]
-    changes: pd.DataFrame
-    figures: list[Path]
-    report_md: Path
-    report_html: Path
-
-
 def analyze(scores: str | os.PathLike, out: str | os.PathLike, **options: Any) -> AnalysisResult:
     """Aggregate a scored dump into tables, figures and a report (see the module docstring).
 

@@ -9,16 +9,46 @@ from disk in any browser and can be mailed or archived as a folder.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from inference.shares import overall_shares
 
-if TYPE_CHECKING:  # only for annotations: inference.analyze imports this module
-    from inference.analyze import AnalysisResult, AnalyzeOptions
-
 MAX_CHANGES_SHOWN = 30
+
+
+
+# The options and result of inference.analyze live here, beside the report that renders them,
+# so the two modules import in one direction only.
+@dataclass
+class AnalyzeOptions:
+    by: str = "source"
+    date_field: str = "date"
+    every: str = "month"
+    topic_task: str | None = "topic"
+    min_count: int = 10
+    max_groups: int = 12
+    memory_limit: str = "2GB"
+    threads: int | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class AnalysisResult:
+    """Where everything went, plus the tables (small: one row per group × period × label)."""
+
+    out: Path
+    rows: int
+    skipped: int
+    tasks: list[str]
+    counts: pd.DataFrame
+    shares: dict[str, pd.DataFrame]
+    changes: pd.DataFrame
+    figures: list[Path]
+    report_md: Path
+    report_html: Path
 
 
 def _pct(value: float) -> str:
