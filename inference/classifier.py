@@ -223,13 +223,20 @@ class Classifier:
         """Raw article logits for already-prepared texts (see :meth:`prepare`)."""
         return self.logits_windows(self.pre.windows(self.tokenizer, list(prepared)) if prepared else [])
 
-    def predict_proba_windows(self, articles: Sequence[Sequence[Sequence[int]]]) -> dict[str, np.ndarray]:
+    def predict_proba_windows(self, articles: Sequence[Sequence[Sequence[int]]],
+                              prepared: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Calibrated probabilities for articles already cut into token windows
         (``Preprocessing.windows``: tokenising can then run elsewhere, e.g. in Ray CPU tasks).
+        ``prepared``, the articles' prepared texts, is needed by folders with a lexical mix.
 
-        >>> clf.predict_proba_windows(clf.pre.windows(clf.tokenizer, [clf.prepare("...")]))  # doctest: +SKIP
+        >>> texts = [clf.prepare("...")]  # doctest: +SKIP
+        >>> clf.predict_proba_windows(clf.pre.windows(clf.tokenizer, texts), prepared=texts)  # doctest: +SKIP
         """
         raw = self.logits_windows(articles)
+        if prepared is not None:
+            raw = self.fused_logits(raw, prepared)
+        elif self.lexical is not None and any(self.lexical_weight(t.name) for t in self.tasks):
+            raise ValueError("this model mixes in a lexical (TF-IDF) model: pass the prepared texts too")
         return {name: _softmax(value / self.temperature(name)) for name, value in raw.items()}
 
     @torch.inference_mode()

@@ -313,6 +313,8 @@ def prepare_block(table: Any, settings: dict[str, Any]) -> Any:
                           pa.large_string()),
         "key": pa.array([None if t is None else TextCache.key(t) for t in prepared], pa.binary(16)),
         "windows": pa.array([None if t is None else next(windows) for t in prepared], pa.list_(pa.list_(pa.int32()))),
+        # the lexical (TF-IDF) part of a fused model reads the prepared text itself
+        "prepared": pa.array(prepared, pa.large_string()),
     })
 
 
@@ -336,13 +338,16 @@ class ScoringActor:
                                               max_batch_tokens=max_batch_tokens)
         self.cache = TextCache(args.dedup_cache) if args.dedup else None
 
+    def _predict(self, pairs: list[tuple[Any, str]]) -> dict[str, Any]:
+        return self.clf.predict_proba_windows([w for w, _ in pairs], prepared=[t for _, t in pairs])
+
     def __call__(self, table: Any) -> Any:
         import pyarrow as pa
 
         entries = [None if e is None else json.loads(e) for e in table["entry"].to_pylist()]
         keys = table["key"].to_pylist()
-        windows = table["windows"].to_pylist()
-        fill_scores(entries, keys, windows, self.clf.predict_proba_windows, self.cache)
+        pairs = list(zip(table["windows"].to_pylist(), table["prepared"].to_pylist()))
+        fill_scores(entries, keys, pairs, self._predict, self.cache)
         return pa.table({
             "file": table["file"], "line": table["line"], "total": table["total"],
             "entry": pa.array([None if e is None else json.dumps(e, ensure_ascii=False) for e in entries],
