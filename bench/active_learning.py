@@ -1,11 +1,12 @@
 """Does ``inference.select`` pick better articles to label than chance? A simulated loop.
 
+    python -m bench.active_learning --start 100 --step 100 --rounds 4   # the issue's budget (docs/results.md §3)
     python -m bench.active_learning                      # 3 seeds, start 50, 4 rounds of 50
     python -m bench.active_learning --seeds 0 1 2 3 4 --start 50 --step 50 --rounds 4
 
 The annotator is simulated by the seeds corpus's gold labels. The unlabelled pool is the seeds
-training split (300 articles); the score is the mean macro-F1 of the three tasks on dev + test
-(120 articles). The model is the frozen embedded E5-small encoder (mean-pooled embeddings, computed
+training split (971 articles in seeds v2); the score is the mean macro-F1 of the three tasks on
+dev + test (546 articles). The model is the frozen embedded E5-small encoder (mean-pooled embeddings, computed
 once and cached in ``bench/out/``) with one logistic-regression head per task, refitted each round.
 
 Each seed draws a random start set; then every round adds ``--step`` articles chosen by
