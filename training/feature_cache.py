@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from model.modeling import MultiTaskClassifier
 
@@ -143,7 +144,9 @@ def _compute(
     device = next(model.parameters()).device
     order = np.argsort(lengths, kind="stable")
     try:
-        for start in range(0, len(order), batch_windows):
+        starts = range(0, len(order), batch_windows)
+        # On ANT (11k windows of 256 tokens) this takes minutes on a CPU: show it.
+        for start in tqdm(starts, desc=f"feature cache (layers 0-{layers})", unit="batch", mininterval=2):
             chunk = order[start:start + batch_windows]
             ids, mask = _pad([windows[i] for i in chunk], pad_id)
             with autocast():
