@@ -28,6 +28,7 @@ OFFLINE = {
 for _key, _value in OFFLINE.items():
     os.environ.setdefault(_key, _value)
 
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
@@ -77,6 +78,8 @@ def machine_info() -> dict[str, Any]:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "memory_gib": _memory_gib(),
         "cuda": torch.cuda.is_available(),
+        # Libraries capped below the CPU's instruction sets (how other CPUs are emulated here).
+        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)},
     }
     if info["cuda"]:
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -132,6 +132,8 @@ def table_machine(r: dict[str, Any]) -> list[str]:
         f"- torch threads {m['torch_threads']}; torch {m['torch']}, transformers {m['transformers']}, "
         f"Python {m['python']}; {m.get('memory_gib')} GiB RAM; CUDA: {'yes, ' + m.get('gpu', '') if m['cuda'] else 'no'}",
         f"- load average when the last run started: {m.get('load_average_at_start')} (shared machine)",
+        *([f"- instruction-set caps: {', '.join(f'`{k}={v}`' for k, v in m['isa_caps'].items())}"]
+          if m.get("isa_caps") else []),
         f"- model: `{m['model']}` ({'trained demo model' if m['trained_model'] else 'untrained demo-shaped model'}); "
         f"last run: {m['mode']}, {m['date']}",
     ]
@@ -146,6 +148,8 @@ SCORING_LABELS = {
     "naive_windows": "(b′) the same naive loop over nabaa's windows (≤ {w}/article), averaged",
     "nabaa_bf16": "nabaa `Classifier`, bf16 (= `auto` on AMX CPUs), ≤ {w} windows/article",
     "nabaa_1window_bf16": "nabaa `Classifier`, bf16, 1 window",
+    "naive_loop_bf16": "(b) naive loop in bf16 (`model.to(torch.bfloat16)`)",
+    "naive_windows_bf16": "(b′) naive loop over nabaa's windows in bf16",
 }
 
 
@@ -153,6 +157,13 @@ def naive_twin(name: str) -> str:
     """The naive loop that makes the same predictions as a nabaa row: (b) for one window,
     (b′) for nabaa as shipped."""
     return "naive_loop" if "1window" in name else "naive_windows"
+
+
+def twin_ratio(row: dict[str, Any], name: str) -> float:
+    """A nabaa row against its naive twin in the same precision (bf16 rows against the bf16
+    loops where the run has them; older results: the fp32 loop)."""
+    twin = naive_twin(name)
+    return row.get(f"x_vs_{twin}_same_dtype", row.get(f"x_vs_{twin}", float("nan")))
 
 
 def table_scoring(r: dict[str, Any]) -> list[str]:
@@ -167,7 +178,8 @@ def table_scoring(r: dict[str, Any]) -> list[str]:
         label = SCORING_LABELS.get(name, name).format(w=s["predict_max_windows"])
         ours = name.startswith("nabaa")
         twin = naive_twin(name)
-        twin_goal = f"{_goal(row['x_vs_' + twin], GOALS['vs_naive'])} ({'b' if twin == 'naive_loop' else 'b′'})"
+        same = " bf16" if name.endswith("_bf16") and "x_vs_naive_loop_same_dtype" in row else ""
+        twin_goal = f"{_goal(twin_ratio(row, name), GOALS['vs_naive'])} ({'b' if twin == 'naive_loop' else 'b′'}{same})"
         out.append(
             f"| {label} | {row['windows_per_article']:.2f} | {row['articles_per_s']:.2f} | "
             f"{row['real_tokens_per_s']:.0f} | {row['x_vs_pipelines_3x']:.2f} | {row['x_vs_naive_loop']:.2f} | "
@@ -285,12 +297,14 @@ TABLES = {"machine": table_machine, "scoring": table_scoring, "quant": table_qua
           "training": table_training, "peak": table_peak, "gpu": table_gpu}
 
 
-def render_docs(results: dict[str, Any], path: Path = DOCS) -> list[str]:
-    """Rewrite every marked block of ``path`` that has results; return the blocks rewritten."""
+def render_docs(results: dict[str, Any], path: Path = DOCS, tag: str = "") -> list[str]:
+    """Rewrite every marked block of ``path`` that has results; return the blocks rewritten.
+    With ``tag`` (an instruction-set run, ``--tag avx2``) the blocks are ``bench:NAME-TAG``."""
     text = path.read_text(encoding="utf-8")
     done = []
     for name, render in TABLES.items():
-        pattern = re.compile(rf"(<!-- bench:{name}:begin -->\n).*?(<!-- bench:{name}:end -->)", re.S)
+        marker = f"{name}-{tag}" if tag else name
+        pattern = re.compile(rf"(<!-- bench:{marker}:begin -->\n).*?(<!-- bench:{marker}:end -->)", re.S)
         if not pattern.search(text) or (name not in results and name not in ("peak", "gpu")):
             continue
         try:
@@ -298,7 +312,7 @@ def render_docs(results: dict[str, Any], path: Path = DOCS) -> list[str]:
         except (KeyError, TypeError, ZeroDivisionError) as e:
             body = f"_table could not be rendered: {e!r}_\n"
         text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
-        done.append(name)
+        done.append(marker)
     path.write_text(text, encoding="utf-8")
     return done
 
@@ -314,9 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--docs-only", action="store_true", help="only regenerate the docs tables from results.json")
+    parser.add_argument("--tag", default="", help="an instruction-set run, e.g. avx2 (with the ISA caps in the "
+                        "environment): results in bench/out/results-TAG.json, tables in the docs' bench:NAME-TAG blocks")
     args = parser.parse_args(argv)
+    results_path = common.OUT / f"results-{args.tag}.json" if args.tag else RESULTS
     if args.docs_only:
-        print("rewrote:", ", ".join(render_docs(json.loads(RESULTS.read_text(encoding="utf-8")))))
+        print("rewrote:", ", ".join(render_docs(json.loads(results_path.read_text(encoding="utf-8")), tag=args.tag)))
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
@@ -325,10 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     mode_name = "full" if args.full else "smoke" if args.smoke else "quick"
     # A smoke run checks the harness only: its numbers go to a file of their own, never to the docs.
-    path = common.OUT / "results-smoke.json" if args.smoke else RESULTS
+    path = common.OUT / "results-smoke.json" if args.smoke else results_path
     results = run_sections(mode_name, only, args.model, args.threads, path)
     if not args.no_docs and not args.smoke and DOCS.exists():
-        log(f"rewrote tables in {DOCS.relative_to(common.ROOT)}: {', '.join(render_docs(results))}")
+        log(f"rewrote tables in {DOCS.relative_to(common.ROOT)}: {', '.join(render_docs(results, tag=args.tag))}")
     log(f"results: {path.relative_to(common.ROOT)}; total {time.perf_counter() - start:.0f}s")
     return 0
 

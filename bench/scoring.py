@@ -134,12 +134,14 @@ def pipelines_contender(folder: Path):
     return run
 
 
-def naive_contender(folder: Path, over_windows: bool = False):
+def naive_contender(folder: Path, over_windows: bool = False, dtype: torch.dtype = torch.float32):
     """(b): the multi-task model in a plain loop: input order, pad to max_length, batch 8.
-    With ``over_windows``, (b′): the same loop over nabaa's windows (nabaa's predictions)."""
+    With ``over_windows``, (b′): the same loop over nabaa's windows (nabaa's predictions).
+    ``dtype=torch.bfloat16``: the same loop with the model cast to bf16, as a user would write it."""
     from model.serialization import load_model_folder
 
     model, tokenizer, pre, _ = load_model_folder(folder)
+    model = model.to(dtype)
     logits = naive_window_logits if over_windows else naive_logits
 
     def run(work: Workload) -> dict[str, np.ndarray]:
@@ -275,9 +277,14 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
             "naive_loop": naive_contender(folder),
             "naive_windows": naive_contender(folder, over_windows=True),
         }
-        if bf16_kernels():
+        # bf16 rows where bf16 is not emulated (the cached probe of model.hardware): on an AVX2
+        # CPU, or under an AVX2 cap, a bf16 row would only time oneDNN's emulation.
+        if bf16_kernels() and auto_uses_bf16("cpu"):
             contenders["nabaa_bf16"] = classifier_contender(load_classifier(folder, dtype="bf16"))
             contenders["nabaa_1window_bf16"] = classifier_contender(load_classifier(folder, windows=1, dtype="bf16"))
+            # Like for like: the naive loops in the same precision as nabaa's bf16 rows.
+            contenders["naive_loop_bf16"] = naive_contender(folder, dtype=torch.bfloat16)
+            contenders["naive_windows_bf16"] = naive_contender(folder, over_windows=True, dtype=torch.bfloat16)
         log(f"  scoring: {n} articles x {rounds} rounds, {len(contenders)} contenders")
         timings = interleaved(contenders, work, rounds, warm=warm, log=log)
 
@@ -292,6 +299,7 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
                                "shapes": naive_window_shapes(tokens["nabaa"]["windows"], shipped.pre.max_length)}
     tokens["nabaa_cli"] = tokens["nabaa"]  # the same batching while n <= --buffer-size
     tokens["nabaa_bf16"], tokens["nabaa_1window_bf16"] = tokens["nabaa"], tokens["nabaa_1window"]
+    tokens["naive_loop_bf16"], tokens["naive_windows_bf16"] = tokens["naive_loop"], tokens["naive_windows"]
     rows = {}
     for name, t in timings.items():
         tok = tokens[name]
@@ -310,6 +318,12 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
         row["x_vs_pipelines_3x"] = ratio(row["articles_per_s"], rows["pipelines_3x"]["articles_per_s"])
         row["x_vs_naive_loop"] = ratio(row["articles_per_s"], rows["naive_loop"]["articles_per_s"])
         row["x_vs_naive_windows"] = ratio(row["articles_per_s"], rows["naive_windows"]["articles_per_s"])
+    for name, row in rows.items():  # against the naive loops in the row's own precision
+        same = "_bf16" if name.endswith("_bf16") else ""
+        if f"naive_windows{same}" in rows:
+            row["x_vs_naive_loop_same_dtype"] = ratio(row["articles_per_s"], rows[f"naive_loop{same}"]["articles_per_s"])
+            row["x_vs_naive_windows_same_dtype"] = ratio(row["articles_per_s"],
+                                                         rows[f"naive_windows{same}"]["articles_per_s"])
     return {"articles": n, "rounds": rounds, "batch_baselines": BASELINE_BATCH,
             "batch_size": shipped.batch_size, "max_batch_tokens": shipped.max_batch_tokens,
             "max_length": shipped.pre.max_length, "predict_max_windows": shipped.pre.predict_max_windows,

@@ -259,6 +259,35 @@ class MultiTaskClassifier(PreTrainedModel):
             total = total + task.get("weight", 1.0) * ce
         return total
 
+    def soft_loss(self, logits: dict[str, torch.Tensor], soft: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Σ task weight × mean cross-entropy against soft labels (a teacher's probabilities),
+        both sides softened at ``temperature`` and the term scaled by its square, so its gradients
+        keep their size whatever the temperature (Hinton et al., 2015).
+
+        ``soft`` is ``[batch, Σ labels]``: the tasks' probability vectors side by side, negative
+        where a record has none for a task (that record is left out of the task's term).
+
+        >>> model.soft_loss({"topic": torch.zeros(1, 2)}, torch.tensor([[0.5, 0.5]]))  # doctest: +SKIP
+        tensor(0.6931)
+        """
+        total = logits[next(iter(logits))].new_zeros(())
+        start = 0
+        for task in self.config.tasks:
+            task_logits = logits[task["name"]].float()
+            width = task_logits.shape[-1]
+            target = soft[:, start:start + width].float()
+            start += width
+            has = target[:, 0] >= 0
+            if not has.any():
+                total = total + task_logits.sum() * 0.0  # keeps the head in the graph (see loss)
+                continue
+            # Softening the teacher's probabilities p at T is softmax(log p / T).
+            teacher = torch.log_softmax(target[has].clamp_min(1e-8).log() / temperature, dim=-1).exp()
+            student = torch.log_softmax(task_logits[has] / temperature, dim=-1)
+            ce = -(teacher * student).sum(-1).mean() * temperature**2
+            total = total + task.get("weight", 1.0) * ce
+        return total
+
 
 AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig, exist_ok=True)
 AutoModel.register(MultiTaskConfig, MultiTaskClassifier, exist_ok=True)

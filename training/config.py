@@ -63,6 +63,10 @@ class DataArgs:
     sample_train: int | None = None  # use a random N of the training articles (after limit_train)
     skip_invalid: bool = False  # report invalid records and train without them, instead of stopping
     sample_seed: int = 0  # seed of that sample (the model and the baseline see the same articles)
+    # A field holding soft labels, {task: [probability per label, in the task's label order]}: a
+    # teacher's scores for distillation (training.distill writes them). A record may then carry
+    # soft labels only (an unlabelled dump article); the gold labels stay where they exist.
+    soft_label_field: str | None = None
 
 
 @dataclass
@@ -100,6 +104,11 @@ class TrainArgs:
     # (0 where it does not help); see model/lexical.py.
     fuse_lexical: bool = True
     final_report: bool = True
+    # Records with soft labels (data.soft_label_field): the loss is distill_weight x the soft
+    # cross-entropy (student and soft labels at distill_temperature, scaled by its square) plus
+    # (1 - distill_weight) x the gold labels' cross-entropy.
+    distill_weight: float = 0.5
+    distill_temperature: float = 1.0
 
 
 @dataclass
@@ -275,5 +284,9 @@ def _check_choices(cfg: RunConfig, where: str) -> None:
                           f"model.freeze_layers > 0 (only frozen layers give the same output every epoch)")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"{where}: train.learning_rate must be positive")
+    if not 0.0 <= cfg.train.distill_weight <= 1.0:
+        raise ConfigError(f"{where}: train.distill_weight = {cfg.train.distill_weight}; must be in [0, 1]")
+    if cfg.train.distill_temperature <= 0:
+        raise ConfigError(f"{where}: train.distill_temperature must be positive")
     for unknown in set(cfg.train.report_to) - {"tensorboard"}:
         raise ConfigError(f"{where}: train.report_to: unknown tracker {unknown!r}; supported: ['tensorboard']")

@@ -26,6 +26,8 @@ from model.schema import Task
 from training.config import DataArgs
 
 MAX_LISTED_PROBLEMS = 25
+NO_SOFT_LABEL = -1.0
+SOFT_SUM_TOLERANCE = 0.01
 
 
 class DataError(ValueError):
@@ -42,6 +44,9 @@ class Article:
     prepared: str
     labels: list[int]
     line: int
+    # Soft labels (``data.soft_label_field``): each task's probabilities in label order, one
+    # flat list over the tasks; a task without them is filled with ``NO_SOFT_LABEL``.
+    soft: list[float] | None = None
 
 
 def load_labelled(
@@ -135,13 +140,45 @@ def _validate(
             labels.append(IGNORE_INDEX)
         else:
             labels.append(task.label2id[value])
-    if not issues and all(label == IGNORE_INDEX for label in labels):
+    soft = None
+    if data.soft_label_field:
+        soft, soft_issues = _soft_labels(record.get(data.soft_label_field), f"{here}: field "
+                                         f"'{data.soft_label_field}'", tasks)
+        issues.extend(soft_issues)
+    has_soft = soft is not None and any(value != NO_SOFT_LABEL for value in soft)
+    if not issues and all(label == IGNORE_INDEX for label in labels) and not has_soft:
         # Nothing to learn or measure from it, and a batch of such records has no loss at all.
         issues.append(f"{here}: no label for any task (fields {', '.join(repr(t.name) for t in tasks)} "
                       "are all missing or empty)")
     if issues:
         return None, issues
-    return Article(id=rid, title=title, prepared=prepared, labels=labels, line=line), []
+    return Article(id=rid, title=title, prepared=prepared, labels=labels, line=line, soft=soft), []
+
+
+def _soft_labels(value: Any, where: str, tasks: Sequence[Task]) -> tuple[list[float], list[str]]:
+    """A record's soft labels as one flat list over the tasks (``NO_SOFT_LABEL`` for a task it
+    has none for), and the problems found: each task's value must be one probability per label."""
+    flat: list[float] = []
+    if value is None:
+        return [NO_SOFT_LABEL] * sum(len(t.labels) for t in tasks), []
+    if not isinstance(value, dict):
+        return [], [f"{where}: expected a mapping task -> probabilities, got {type(value).__name__}"]
+    issues = [f"{where}: unknown task {name!r}; tasks: {', '.join(t.name for t in tasks)}"
+              for name in value if name not in {t.name for t in tasks}]
+    for task in tasks:
+        probs = value.get(task.name)
+        if probs is None:
+            flat.extend([NO_SOFT_LABEL] * len(task.labels))
+            continue
+        ok = (isinstance(probs, list) and len(probs) == len(task.labels)
+              and all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0 for p in probs))
+        if not ok or abs(sum(probs) - 1.0) > SOFT_SUM_TOLERANCE:
+            issues.append(f"{where}: task {task.name!r}: expected {len(task.labels)} probabilities summing to 1 "
+                          f"(labels {', '.join(task.labels)}), got {probs!r}"[:400])
+            flat.extend([NO_SOFT_LABEL] * len(task.labels))
+            continue
+        flat.extend(float(p) for p in probs)
+    return flat, issues
 
 
 def _summarise(path: str, problems: list[str]) -> str:
@@ -158,12 +195,13 @@ def window_dataset(
     rows = article_dataset(articles, tokenizer, pre, training)
 
     def explode(batch: dict[str, list]) -> dict[str, list]:
-        out: dict[str, list] = {"input_ids": [], "labels": [], "article": []}
-        for windows, labels, index in zip(batch["windows"], batch["labels"], batch["article"]):
-            for ids in windows:
+        carried = [name for name in ("labels", "article", "soft") if name in batch]
+        out: dict[str, list] = {"input_ids": [], **{name: [] for name in carried}}
+        for row, windows in enumerate(batch["windows"]):
+            for ids in windows:  # each window carries its article's targets
                 out["input_ids"].append(ids)
-                out["labels"].append(labels)
-                out["article"].append(index)
+                for name in carried:
+                    out[name].append(batch[name][row])
         return out
 
     return rows.map(explode, batched=True, remove_columns=rows.column_names, desc="windows")
@@ -173,13 +211,14 @@ def article_dataset(
     articles: Sequence[Article], tokenizer: Any, pre: Preprocessing, training: bool
 ) -> Dataset:
     """One row per article: its ``windows`` (token-id lists), ``labels`` and index ``article``."""
-    base = Dataset.from_dict(
-        {
-            "prepared": [a.prepared for a in articles],
-            "labels": [a.labels for a in articles],
-            "article": list(range(len(articles))),
-        }
-    )
+    columns = {
+        "prepared": [a.prepared for a in articles],
+        "labels": [a.labels for a in articles],
+        "article": list(range(len(articles))),
+    }
+    if any(a.soft is not None for a in articles):
+        columns["soft"] = [a.soft for a in articles]
+    base = Dataset.from_dict(columns)
 
     def tokenise(batch: dict[str, list]) -> dict[str, list]:
         return {"windows": pre.windows(tokenizer, batch["prepared"], training=training)}
@@ -205,15 +244,22 @@ class Collator:
         else:
             ids, owner = [r["input_ids"] for r in rows], None
         padded = self.tokenizer.pad({"input_ids": ids}, pad_to_multiple_of=8, return_tensors="pt")
-        batch = {
-            "input_ids": padded["input_ids"],
-            "attention_mask": padded["attention_mask"],
-            "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
-            "article": torch.tensor([r["article"] for r in rows], dtype=torch.long),
-        }
-        if owner is not None:
-            batch["window_article"] = torch.tensor(owner, dtype=torch.long)
-        return batch
+        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],
+                **target_tensors(rows, owner)}
+
+
+def target_tensors(rows: list[dict[str, Any]], owner: list[int] | None) -> dict[str, torch.Tensor]:
+    """A batch's targets, whatever feeds the model: ``labels``, ``article``, ``soft`` (when the
+    rows have soft labels) and, for article rows, ``window_article`` (each window's row)."""
+    out = {
+        "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
+        "article": torch.tensor([r["article"] for r in rows], dtype=torch.long),
+    }
+    if "soft" in rows[0]:
+        out["soft"] = torch.tensor([r["soft"] for r in rows], dtype=torch.float32)
+    if owner is not None:
+        out["window_article"] = torch.tensor(owner, dtype=torch.long)
+    return out
 
 
 def label_counts(articles: Sequence[Article], tasks: Sequence[Task]) -> dict[str, list[int]]:

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from model.modeling import MultiTaskClassifier
+from training.data import target_tensors
 
 CACHE_FOLDER = "feature_cache"
 HIDDEN_FILE, OFFSETS_FILE, META_FILE = "hidden.npy", "offsets.npy", "meta.json"
@@ -146,7 +147,7 @@ def _compute(
     try:
         starts = range(0, len(order), batch_windows)
         # On ANT (11k windows of 256 tokens) this takes minutes on a CPU: show it.
-        for start in tqdm(starts, desc=f"feature cache (layers 0-{layers})", unit="batch", mininterval=2):
+        for start in tqdm(starts, desc=f"feature cache (layers 0-{layers - 1})", unit="batch", mininterval=2):
             chunk = order[start:start + batch_windows]
             ids, mask = _pad([windows[i] for i in chunk], pad_id)
             with autocast():
@@ -204,16 +205,8 @@ class CachedCollator:
         for row, part in enumerate(parts):
             hidden[row, :len(part)] = torch.from_numpy(np.array(part))
             mask[row, :len(part)] = 1
-        batch = {
-            "hidden_states": hidden,
-            "attention_mask": mask,
-            "from_layer": self.store.layers,
-            "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
-            "article": torch.tensor([r["article"] for r in rows], dtype=torch.long),
-        }
-        if owner is not None:
-            batch["window_article"] = torch.tensor(owner, dtype=torch.long)
-        return batch
+        return {"hidden_states": hidden, "attention_mask": mask, "from_layer": self.store.layers,
+                **target_tensors(rows, owner)}
 
 
 def token_windows(ds: Any) -> list[list[int]]:

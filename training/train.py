@@ -394,7 +394,8 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state:
     running, seen = 0.0, 0
     for batch in skipped:
         with accelerator.accumulate(model):
-            loss = batch_loss(model, batch, run.pre.aggregation)
+            loss = batch_loss(model, batch, run.pre.aggregation,
+                              (cfg.train.distill_weight, cfg.train.distill_temperature))
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
@@ -418,17 +419,25 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state:
     bar.close()
 
 
-def batch_loss(model: Any, batch: dict[str, torch.Tensor], aggregation: str) -> torch.Tensor:
-    """Window batches: the model's own loss. Article batches: window logits are first
+def batch_loss(model: Any, batch: dict[str, torch.Tensor], aggregation: str,
+               distill: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
+    """Window batches: loss on each window's logits. Article batches: window logits are first
     aggregated per article (``aggregation``, as at prediction time), so training optimises
-    the scores users get (a window without the article's stance cues is not pushed to fake one)."""
-    if "window_article" not in batch:
-        return model(**model_inputs(batch), labels=batch["labels"]).loss
-    out = model(**model_inputs(batch))
-    n_articles = len(batch["labels"])
-    logits = {name: aggregate_windows(v, batch["window_article"], n_articles, aggregation)
-              for name, v in out.logits.items()}
-    return extract_model_from_parallel(model).loss(logits, batch["labels"])
+    the scores users get (a window without the article's stance cues is not pushed to fake one).
+
+    With soft labels in the batch, ``distill = (weight, temperature)`` mixes their loss in:
+    weight × soft cross-entropy + (1 − weight) × the gold labels' one (see ``TrainArgs``)."""
+    logits = model(**model_inputs(batch)).logits
+    if "window_article" in batch:
+        n_articles = len(batch["labels"])
+        logits = {name: aggregate_windows(v, batch["window_article"], n_articles, aggregation)
+                  for name, v in logits.items()}
+    core = extract_model_from_parallel(model)
+    loss = core.loss(logits, batch["labels"])
+    if "soft" not in batch:
+        return loss
+    weight, temperature = distill
+    return weight * core.soft_loss(logits, batch["soft"], temperature) + (1.0 - weight) * loss
 
 
 def train_mode(model: Any) -> None:
