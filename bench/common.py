@@ -46,6 +46,14 @@ def bf16_kernels() -> bool:
         return False
 
 
+def bf16_fast() -> bool:
+    """Whether bf16 rows are worth timing: oneDNN has bf16 kernels and nabaa's cached probe
+    measured them faster than fp32 (on AVX2, or under an AVX2 cap, bf16 is emulated: ~6x slower)."""
+    from model.hardware import auto_uses_bf16
+
+    return bf16_kernels() and auto_uses_bf16("cpu")
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, torch threads and the instruction sets that matter for the kernels."""
     import torch

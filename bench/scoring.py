@@ -263,7 +263,7 @@ def agreement(folder: Path, records) -> dict[str, float]:
 def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, Any]:
     work = workload(dump, n, "scoring")
     warm = workload(dump, 4, "scoring-warm")
-    from bench.common import bf16_kernels
+    from bench.common import bf16_fast
     from model.hardware import auto_uses_bf16
 
     shipped = load_classifier(folder, dtype="fp32")
@@ -279,7 +279,7 @@ def run(folder: Path, dump: Path, n: int, rounds: int, log=print) -> dict[str, A
         }
         # bf16 rows where bf16 is not emulated (the cached probe of model.hardware): on an AVX2
         # CPU, or under an AVX2 cap, a bf16 row would only time oneDNN's emulation.
-        if bf16_kernels() and auto_uses_bf16("cpu"):
+        if bf16_fast():
             contenders["nabaa_bf16"] = classifier_contender(load_classifier(folder, dtype="bf16"))
             contenders["nabaa_1window_bf16"] = classifier_contender(load_classifier(folder, windows=1, dtype="bf16"))
             # Like for like: the naive loops in the same precision as nabaa's bf16 rows.

@@ -170,9 +170,9 @@ RUNNERS = {"nabaa": run_nabaa, "trainer": run_trainer,
 
 
 def contenders() -> tuple[str, ...]:
-    from bench.common import bf16_kernels
+    from bench.common import bf16_fast
 
-    return CONTENDERS if bf16_kernels() else CONTENDERS[:2]
+    return CONTENDERS if bf16_fast() else CONTENDERS[:2]
 
 
 def step_stats(setup: Setup, stamps: list[float]) -> dict[str, Any]:

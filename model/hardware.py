@@ -57,7 +57,13 @@ def cpu_has_amx() -> bool:
 
 def cpu_has_vnni() -> bool:
     """True when the CPU reports AVX512-VNNI or AVX-VNNI (int8 dot products into int32), from
-    ``/proc/cpuinfo``: that is what fbgemm, torch's int8 engine on x86, checks itself."""
+    ``/proc/cpuinfo``: that is what fbgemm, torch's int8 engine on x86, checks itself.
+
+    False under an instruction-set cap below VNNI (``ATEN_CPU_CAPABILITY=avx2`` or ``default``,
+    ``ONEDNN_MAX_CPU_ISA=AVX2``/``AVX``/``SSE41``): fbgemm ignores those caps, but nabaa then takes
+    the int8 path of the emulated CPU (7-bit activations), so its labels are those of that CPU."""
+    if _capped_below_vnni():
+        return False
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -67,6 +73,12 @@ def cpu_has_vnni() -> bool:
     except OSError:
         pass
     return False
+
+
+def _capped_below_vnni() -> bool:
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    onednn = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    return aten in ("avx2", "default") or onednn in ("AVX2", "AVX", "SSE41")
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -111,3 +111,15 @@ def test_a_gpu_gets_larger_batches_by_its_memory() -> None:
     expected = next((b, t) for floor, b, t in GPU_BATCH_LIMITS if gib >= floor)
     assert batch_limits("cuda") == batch_limits("auto") == expected
     assert expected[1] > CPU_BATCH_LIMITS[1]
+
+
+@pytest.mark.parametrize("variable,value", [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2")])
+def test_an_avx2_cap_takes_the_int8_path_of_a_cpu_without_vnni(monkeypatch: pytest.MonkeyPatch, variable: str,
+                                                                value: str) -> None:
+    # fbgemm ignores the caps, so nabaa itself must pick 7-bit activations, as on a real AVX2 CPU.
+    for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, value)
+    assert hardware.cpu_has_vnni() is False
+    monkeypatch.setenv(variable, "AVX512_CORE_BF16" if variable == "ONEDNN_MAX_CPU_ISA" else "avx512")
+    assert hardware.cpu_has_vnni() == ("vnni" in Path("/proc/cpuinfo").read_text())
