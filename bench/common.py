@@ -28,7 +28,6 @@ OFFLINE = {
 for _key, _value in OFFLINE.items():
     os.environ.setdefault(_key, _value)
 
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
@@ -59,6 +58,8 @@ def machine_info() -> dict[str, Any]:
     import torch
     import transformers
 
+    from model.hardware import ISA_CAP_VARIABLES
+
     model, flags = platform.processor() or "unknown", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -87,7 +88,7 @@ def machine_info() -> dict[str, Any]:
         "memory_gib": _memory_gib(),
         "cuda": torch.cuda.is_available(),
         # Libraries capped below the CPU's instruction sets (how other CPUs are emulated here).
-        "isa_caps": {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)},
+        "isa_caps": {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)},
     }
     if info["cuda"]:
         info["gpu"] = torch.cuda.get_device_name(0)

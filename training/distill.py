@@ -32,6 +32,7 @@ Re-running with the same arguments reuses finished steps (each is written atomic
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -106,8 +107,6 @@ def teacher_config(teacher: Path) -> RunConfig:
 
 def build_student_backbone(classifier: Any, layer_ids: Sequence[int], dest: Path) -> Path:
     """Save the teacher encoder's embeddings and ``layer_ids`` layers (in order) as a backbone folder."""
-    import copy
-
     from transformers import AutoModel
 
     encoder = classifier.model.encoder.float()
@@ -165,11 +164,13 @@ def _articles(cfg: RunConfig, classifier: Any, unlabelled: Sequence[str], limit:
         for rec in iter_records(path):
             if limit is not None and taken >= limit:
                 return
-            prepared = None if rec.error else _prepared(classifier, rec.data)
+            # One normalisation per record: the body (title aside) both checks the text and is the
+            # key compared with the labelled articles'.
+            body = None if rec.error else _prepared(classifier, rec.data, with_title=False)
             rid = None if rec.error else rec.data.get(cfg.data.id_field)
-            if prepared is None:
+            if body is None:
                 reason = f"{path}: unreadable record or empty text"
-            elif rid is None or str(rid) in held_ids or _prepared(classifier, rec.data, False) in held_texts:
+            elif rid is None or str(rid) in held_ids or body in held_texts:
                 reason = f"{path}: no id, a repeated id, or the id/text of a labelled article"
             else:
                 reason = None
