@@ -164,6 +164,21 @@ def aggregate_windows(logits: torch.Tensor, article_index: torch.Tensor, n_artic
     return padded[first]
 
 
+def with_target(record: Any, target: str, title_field: str | None = "title", text_field: str = "text") -> dict[str, Any]:
+    """A record as a (target, article) pair model reads it: the target phrase on its own line
+    above the title, so it opens the first window (see :mod:`training.pairs`). ``record`` is a
+    mapping or a plain text.
+
+    >>> with_target({"title": "عنوان", "text": "نص"}, "خليفة حفتر")["title"]
+    'خليفة حفتر\\nعنوان'
+    """
+    if not isinstance(record, dict):
+        record = {text_field: record}
+    title = record.get(title_field) if title_field else None
+    field = title_field or "title"
+    return {**record, field: f"{target}\n{title}" if isinstance(title, str) and title.strip() else target}
+
+
 FIELD_KEYS = ("text_field", "title_field", "id_field")
 # AraBERT v02's normaliser replaces URLs, e-mails and mentions by these words, and AraBERT
 # vocabularies hold each as one token: the tokenizer itself says it expects that normaliser.
