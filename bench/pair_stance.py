@@ -60,18 +60,21 @@ def pair_config(reference: Path, work: Path, targets: Mapping[str, str], holdout
 
 def stance_logits(clf: Any, records: Sequence[dict[str, Any]], fields: Sequence[str],
                   phrases: Mapping[str, str] | None) -> dict[str, dict[str, np.ndarray]]:
-    """Per field: ``shipped`` (the folder's calibrated, TF-IDF-mixed log-scores) and ``alone``
-    (the transformer's article logits). ``phrases`` given: ``clf`` is a pair model, asked once
-    per target."""
+    """Per field: ``shipped`` (the folder's calibrated, TF-IDF-mixed logits) and ``alone`` (the
+    transformer's article logits), from one pass per input set: a per-target model reads the
+    articles once; a pair model (``phrases`` given) reads them once per target."""
     from model.preprocess import with_target
 
     out: dict[str, dict[str, np.ndarray]] = {"shipped": {}, "alone": {}}
-    for field in fields:
-        task = PAIR_TASK if phrases else field
-        rows = [with_target(r, phrases[field]) for r in records] if phrases else list(records)
-        out["shipped"][field] = np.log(clf.predict_proba(rows)[task])
+    inputs = {f: [with_target(r, phrases[f]) for r in records] for f in fields} if phrases else {None: records}
+    for target, rows in inputs.items():
         prepared = [clf.prepare(r["text"], r.get("title")) for r in rows]
-        out["alone"][field] = clf.logits_prepared(prepared)[task]
+        raw = clf.logits_prepared(prepared)
+        fused = clf.fused_logits(raw, prepared)
+        for field in [target] if phrases else fields:
+            task = PAIR_TASK if phrases else field
+            out["alone"][field] = raw[task]
+            out["shipped"][field] = fused[task] / clf.temperature(task)
     return out
 
 
