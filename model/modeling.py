@@ -18,12 +18,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
-from transformers.configuration_utils import SubConfigSpec
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import ModelOutput
 
 from model.schema import Task
+
+try:  # transformers >= 5.2x declares a sub-config with a spec; earlier 5.x with a plain class
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError:  # pragma: no cover - exercised on older transformers 5.x (e.g. 5.17)
+    SubConfigSpec = None
 
 IGNORE_INDEX = -100
 POOLINGS = ("cls", "mean")
@@ -37,12 +41,23 @@ class MultiTaskConfig(PreTrainedConfig):
     """
 
     model_type = "nabaa-multitask"
-    sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    if SubConfigSpec is not None:
+        sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    else:
+        sub_configs = {"encoder_config": AutoConfig}
 
     encoder_config: dict | PreTrainedConfig | None = None
     tasks: list | None = None
     pooling: str = "cls"
     head_dropout: float = 0.1
+
+    def __post_init__(self, **kwargs):
+        if SubConfigSpec is None and not isinstance(self.encoder_config, PreTrainedConfig):
+            # Earlier transformers 5.x leave the sub-config as read from config.json (a dict):
+            # build it as later releases do, before the base class walks the sub-configs.
+            encoder = dict(self.encoder_config or {})
+            self.encoder_config = CONFIG_MAPPING[encoder.pop("model_type", "bert")](**encoder)
+        super().__post_init__(**kwargs)
 
     @classmethod
     def from_tasks(

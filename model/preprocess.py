@@ -28,6 +28,29 @@ AGGREGATIONS = ("mean", "max", "first")
 # max_windows * max_length * this before tokenising, so a 1 MB article costs no
 # more than the windows we keep.
 _CHARS_PER_TOKEN_CAP = 16
+# tokenizers releases whose overflow (our windows) stops after one short second window, so a long
+# article would be read as its first max_length tokens plus a stub, silently.
+_BROKEN_OVERFLOW_TOKENIZERS = ("0.23.1", "0.23.2")
+
+
+class TokenizerVersionError(RuntimeError):
+    """The installed ``tokenizers`` cannot cut long texts into windows correctly."""
+
+
+def check_windowing_support(version: str | None = None) -> None:
+    """Refuse a ``tokenizers`` release known to lose windows (0.23.1 and 0.23.2).
+
+    >>> check_windowing_support("0.23.3")
+    """
+    if version is None:
+        import tokenizers
+
+        version = tokenizers.__version__
+    if version in _BROKEN_OVERFLOW_TOKENIZERS:
+        raise TokenizerVersionError(
+            f"tokenizers {version} returns only one short overflow window, so articles longer than one "
+            "window would be read only in part: pip install 'tokenizers>=0.23.3'"
+        )
 
 
 class EmptyTextError(ValueError):
@@ -118,6 +141,8 @@ class Preprocessing:
         if not texts:
             return []
         limit = self.max_windows if training else self.predict_max_windows
+        if limit > 1:
+            check_windowing_support()
         enc = tokenizer(
             texts,
             truncation=True,

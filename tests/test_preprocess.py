@@ -13,6 +13,7 @@ from model.preprocess import (
     ARABERT_TOKENS,
     EmptyTextError,
     Preprocessing,
+    TokenizerVersionError,
     aggregate_windows,
     build_preprocessing,
     default_preprocessing,
@@ -41,6 +42,19 @@ def test_long_article_is_windowed_with_overlap(tokenizer) -> None:
     # training keeps only max_windows per article; short articles stay one window
     [train_windows, short] = pre.windows(tokenizer, [text, "خبر قصير"], training=True)
     assert len(train_windows) == 3 and len(short) == 1
+
+
+def test_tokenizers_release_that_loses_windows_is_refused(tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tokenizers 0.23.1/0.23.2 return one short overflow window: a long article would be read in
+    part without a word. Windowed reading refuses them, naming the fix; one window needs no overflow."""
+    import tokenizers
+
+    monkeypatch.setattr(tokenizers, "__version__", "0.23.2")
+    pre = Preprocessing(max_length=32, stride=8, max_windows=1, predict_max_windows=4)
+    with pytest.raises(TokenizerVersionError, match=r"tokenizers>=0\.23\.3"):
+        pre.windows(tokenizer, [" ".join(WORDS * 30)])
+    [[one]] = pre.windows(tokenizer, ["خبر قصير"], training=True)
+    assert one[0] == tokenizer.cls_token_id
 
 
 def test_aggregations() -> None:
