@@ -115,3 +115,20 @@ def test_memory_child_scores_and_reports_peak(trained_run: Path, tmp_path: Path)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["exit"] == 0 and report["peak_rss_mib"] > 1
     assert len(out.read_text(encoding="utf-8").splitlines()) == 12
+
+
+def test_gpu_check_script_runs_the_named_steps_and_reports_each(tmp_path: Path) -> None:
+    """The prepared GPU script (bench/gpu_check.sh) on a machine without a GPU: the named steps run
+    within the deadline, each leaves its log and a summary line; unnamed steps do not run."""
+    import os
+
+    out = tmp_path / "gc"
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_SECONDS": "120",
+           "GPU_CHECK_RUNS": str(tmp_path / "runs"), "NABAA_CACHE_DIR": str(tmp_path / "cache")}
+    result = run_cmd(["bash", "bench/gpu_check.sh", str(out), "env"], env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = (out / "summary.txt").read_text(encoding="utf-8").splitlines()
+    assert len(summary) == 1 and summary[0].startswith("env rc=0 ")
+    env_log = (out / "env.log").read_text(encoding="utf-8")
+    assert "torch" in env_log and "gpu None" in env_log  # no CUDA here: said, not failed
+    assert not (out / "pytest.log").exists() and (out / "logs.tar.gz").exists()
