@@ -1,6 +1,7 @@
 """Evaluate a trained model folder on a labelled file and write a readable report.
 
     python -m training.evaluate --model runs/demo/best --data seeds/test.jsonl --out runs/demo/report/test
+    python -m training.evaluate ... --by outlet_style --by hard_kind    # accuracy per value of a field
 
 Writes ``metrics.json``, ``report.md`` and PNG figures (confusion matrices,
 reliability diagrams before/after calibration, per-class F1 beside the TF-IDF
@@ -27,12 +28,19 @@ from inference.classifier import Classifier, _softmax
 from model.hardware import keep_freed_memory
 from model.modeling import IGNORE_INDEX
 from model.preprocess import FIELD_KEYS, Preprocessing
+from model.records import iter_records
 from model.serialization import RUN_CONFIG_FILE
 from training import plots
 from training.baseline import Baseline
 from training.config import DataArgs
 from training.data import Article, DataError, load_labelled, load_train_split
-from training.metrics import expected_calibration_error, mean_macro_f1, paired_bootstrap, task_metrics
+from training.metrics import (
+    accuracy_by_slice,
+    expected_calibration_error,
+    mean_macro_f1,
+    paired_bootstrap,
+    task_metrics,
+)
 
 TOP_MISTAKES = 8
 
@@ -58,9 +66,11 @@ def evaluate_folder(
     split_name: str | None = None,
     baseline_model: Baseline | None = None,
     scored: tuple[list[Article], dict[str, np.ndarray]] | None = None,
+    by: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score ``data_file`` with the model (and the baseline, if a training file is known);
-    write the report into ``out_dir`` and return the metrics."""
+    write the report into ``out_dir`` and return the metrics. ``by`` names record fields (an
+    outlet, a kind of article) whose every value gets its own accuracy row."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clf = clf or Classifier.from_pretrained(model_dir, device="auto")
@@ -94,6 +104,8 @@ def evaluate_folder(
         report["baseline"] = {"train_file": baseline_train, "mean_macro_f1": mean_macro_f1(baseline),
                               "tasks": {t: _brief(m) for t, m in baseline.items()},
                               "model_minus_baseline": _paired_interval(clf, articles, fused, baseline_model)}
+    if by:
+        report["slices"] = _slices(data_file, articles, by, clf, raw, fused, baseline_model)
     curves = plots.curves_png(out_dir / "training_curves.png", model_dir.parent / "metrics.jsonl")
     _write_json(out_dir / "metrics.json", report)
     (out_dir / "report.md").write_text(
@@ -113,6 +125,24 @@ def _paired_interval(clf: Classifier, articles: Sequence[Article], logits: dict[
     base_pred = {t.name: base_probs[t.name].argmax(axis=1) for t in clf.tasks}
     return paired_bootstrap(gold, model_pred, base_pred, {t.name: len(t.labels) for t in clf.tasks},
                             ignore=IGNORE_INDEX)
+
+
+def _slices(data_file: str, articles: Sequence[Article], fields: Sequence[str], clf: Classifier,
+            raw: dict[str, np.ndarray], fused: dict[str, np.ndarray], baseline_model: Baseline | None) -> dict:
+    """Accuracy per value of each field: the model as shipped, the transformer alone, TF-IDF."""
+    wanted = {a.line for a in articles}
+    values: dict[str, dict[int, str]] = {f: {} for f in fields}
+    for rec in iter_records(data_file):
+        if rec.line in wanted and not rec.error:
+            for f in fields:
+                value = rec.data.get(f)
+                values[f][rec.line] = "(none)" if value in (None, "") else str(value)
+    gold = {t.name: np.array([a.labels[c] for a in articles]) for c, t in enumerate(clf.tasks)}
+    systems = {"model": {t: v.argmax(axis=1) for t, v in fused.items()},
+               "transformer alone": {t: v.argmax(axis=1) for t, v in raw.items()}}
+    if baseline_model:
+        systems["TF-IDF"] = {t: v.argmax(axis=1) for t, v in baseline_model.predict_proba(articles).items()}
+    return {f: accuracy_by_slice([values[f][a.line] for a in articles], gold, systems) for f in fields}
 
 
 def fit_baseline(clf: Classifier, train_file: str | None, data: DataArgs) -> Baseline | None:
@@ -178,6 +208,8 @@ def render_report(report: dict[str, Any], figures: dict[str, list[str]], curves:
             lines.append(f"| {'**mean**' if key == 'mean' else key} | {d['diff']:+.3f} | "
                          f"[{d['low']:+.3f}, {d['high']:+.3f}] | {d['p_better']:.0%} |")
         lines.append("")
+    for field, table in report.get("slices", {}).items():
+        lines += _slice_lines(field, table)
     if curves:
         lines += ["## Training curves", "", f"![training curves]({curves})", ""]
     for name, m in report["tasks"].items():
@@ -197,6 +229,20 @@ def render_report(report: dict[str, Any], figures: dict[str, list[str]], curves:
     return "\n".join(lines)
 
 
+def _slice_lines(field: str, table: dict[str, dict[str, Any]]) -> list[str]:
+    systems = list(next(iter(table.values()))["accuracy"]) if table else []
+    first, last = (systems[0], systems[-1]) if systems else ("", "")
+    lines = [f"## By `{field}`", "", "Accuracy, mean over tasks; the interval is a paired bootstrap over the "
+             "slice's articles (a few dozen articles give wide intervals).", "",
+             "| value | articles | " + " | ".join(systems) + f" | {first} − {last} [95 % CI] |",
+             "|---|---|" + "---|" * (len(systems) + 1)]
+    for value, row in table.items():
+        accuracies = " | ".join(f"{row['accuracy'][s]:.3f}" for s in systems)
+        lines.append(f"| {value.replace('|', '/')} | {row['n']} | {accuracies} | "
+                     f"{row['diff']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] |")
+    return [*lines, ""]
+
+
 def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -210,11 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--baseline-train", default=None,
                         help="training file for the TF-IDF baseline (default: the model's own train file; '' = none)")
+    parser.add_argument("--by", action="append", default=[], metavar="FIELD",
+                        help="a record field (e.g. outlet_style): accuracy per value of it; repeat for more")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         keep_freed_memory()  # a command line owns its process: large activations reuse heap pages
     try:
-        report = evaluate_folder(args.model, args.data, args.out, baseline_train=args.baseline_train)
+        report = evaluate_folder(args.model, args.data, args.out, baseline_train=args.baseline_train,
+                                 by=[f for item in args.by for f in item.split(",") if f])
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
