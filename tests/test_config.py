@@ -25,9 +25,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_shipped_configs_load() -> None:
-    for name in ("tiny", "libya-arabert", "demo", "ant"):
-        cfg = load_config(f"configs/{name}.yaml")
-        assert [t.name for t in cfg.tasks]
+    shipped = sorted(Path("configs").glob("*.yaml"))
+    assert {"tiny", "demo", "libya", "libya-gpu", "libya-arabert", "ant", "ant-gpu"} <= {p.stem for p in shipped}
+    for path in shipped:
+        cfg = load_config(path)
+        assert [t.name for t in cfg.tasks], path
 
 
 def test_typed_overrides_and_bare_keys(tmp_path: Path) -> None:
