@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import run
+from tests.conftest import corpus_overrides, run, train_command
 from training.metrics import accuracy_by_slice
 
 
@@ -43,3 +43,15 @@ def test_evaluate_by_a_field_reports_every_value_with_its_article_count(trained_
     assert set(slices["difficulty"]["normal"]["accuracy"]) == {"model", "transformer alone", "TF-IDF"}
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "## By `difficulty`" in report and "## By `hard_kind`" in report
+
+
+def test_training_reports_by_the_configured_fields(small_corpus: dict, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run(train_command("configs/tiny.yaml", *corpus_overrides(small_corpus, out), "train.epochs=1",
+                               "train.report_by=[difficulty]"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for split in ("dev", "test"):
+        records = [json.loads(x) for x in small_corpus[split].read_text(encoding="utf-8").splitlines()]
+        slices = json.loads((out / "report" / split / "metrics.json").read_text(encoding="utf-8"))["slices"]
+        assert {v: row["n"] for v, row in slices["difficulty"].items()} == dict(Counter(r["difficulty"] for r in records))
+        assert "## By `difficulty`" in (out / "report" / split / "report.md").read_text(encoding="utf-8")

@@ -104,6 +104,9 @@ class TrainArgs:
     # (0 where it does not help); see model/lexical.py.
     fuse_lexical: bool = True
     final_report: bool = True
+    # Record fields whose every value gets an accuracy row in the dev/test reports (model, transformer
+    # alone, TF-IDF), e.g. [outlet, source]: where the model is weak, not only how much.
+    report_by: list[str] = field(default_factory=list)
     # Records with soft labels (data.soft_label_field): the loss is distill_weight x the soft
     # cross-entropy (student and soft labels at distill_temperature, scaled by its square) plus
     # (1 - distill_weight) x the gold labels' cross-entropy.

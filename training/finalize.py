@@ -91,7 +91,7 @@ def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any
         for split, path in (("dev", cfg.data.dev_file), ("test", cfg.data.test_file)):
             if path:
                 results[split] = evaluate_folder(best, path, run_dir / "report" / split, data=cfg.data, clf=clf,
-                                                 split_name=split,
+                                                 split_name=split, by=cfg.train.report_by,
                                                  baseline_model=baseline,
                                                  scored=dev_scored if split == "dev" else None)
                 print(f"{split}: mean macro-F1 {results[split]['mean_macro_f1']:.4f}"
