@@ -12,7 +12,8 @@
 #   seeds   configs/libya-gpu.yaml on seeds/ (whole encoder, 512 tokens, bf16) through accelerate launch
 #   score   python -m bench.run --only gpu: bf16 scoring speed with the seeds model
 #   ant-b   configs/ant-gpu.yaml at a lower learning rate (4e-5) for 5 epochs, if time is left
-# OUT_DIR/runs.tar.gz holds each run's reports, metrics and configs (no weights).
+# OUT_DIR/runs.tar.gz holds each run's reports, metrics and configs (no weights), OUT_DIR/logs.tar.gz
+# the logs. The exit status is 1 when a step failed (named on the last line), else 0.
 #
 # A machine without the internet can take what it lacks from the working tree: wheels in .whl/
 # (installed into /tmp/site, e.g. datasets) and the built embedded backbone as
@@ -48,8 +49,10 @@ step() {  # step NAME CAP_SECONDS COMMAND...: runs within min(CAP, what is left 
   local start=$SECONDS
   timeout --kill-after=10 "$cap" "$@" >"$OUT_DIR/$name.log" 2>&1
   local rc=$?
+  [ "$rc" -eq 0 ] || FAILED="$FAILED $name"
   echo "$name rc=$rc $((SECONDS - start))s (limit ${cap}s)" | tee -a "$OUT_DIR/summary.txt"
 }
+FAILED=""
 
 LAUNCH=("$PY" -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no
         --dynamo_backend no -m training.train)
@@ -68,7 +71,13 @@ step score 90 $PY -m bench.run --full --only gpu --model "$RUNS/libya-gpu/best"
 step ant-b 330 "${LAUNCH[@]}" --config configs/ant-gpu.yaml train.learning_rate=4e-5 train.epochs=5 \
   "output_dir=$RUNS/ant-gpu-b"
 
-cp -f bench/out/results.json "$OUT_DIR/bench_results.json" 2>/dev/null
-tar -czf "$OUT_DIR/runs.tar.gz" --exclude='*.safetensors' --exclude='checkpoints' --exclude='*.pt' \
-  -C "$(dirname "$RUNS")" "$(basename "$RUNS")" 2>/dev/null
-tar -czf "$OUT_DIR/logs.tar.gz" -C "$OUT_DIR" --exclude=logs.tar.gz --exclude=runs.tar.gz . 2>/dev/null
+# What comes back: reports (no weights) and the logs, packed outside OUT_DIR first, then moved in.
+[ -f bench/out/results.json ] && cp -f bench/out/results.json "$OUT_DIR/bench_results.json"
+PACK=$(mktemp -d)
+if [ -d "$RUNS" ]; then
+  tar -czf "$PACK/runs.tar.gz" --exclude='*.safetensors' --exclude='checkpoints' --exclude='*.pt' \
+    -C "$(dirname "$RUNS")" "$(basename "$RUNS")" && mv "$PACK/runs.tar.gz" "$OUT_DIR/"
+fi
+tar -czf "$PACK/logs.tar.gz" -C "$OUT_DIR" . && mv "$PACK/logs.tar.gz" "$OUT_DIR/"
+rmdir "$PACK" 2>/dev/null
+if [ -n "$FAILED" ]; then echo "failed:$FAILED"; exit 1; fi

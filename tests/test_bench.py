@@ -132,3 +132,7 @@ def test_gpu_check_script_runs_the_named_steps_and_reports_each(tmp_path: Path) 
     env_log = (out / "env.log").read_text(encoding="utf-8")
     assert "torch" in env_log and "gpu None" in env_log  # no CUDA here: said, not failed
     assert not (out / "pytest.log").exists() and (out / "logs.tar.gz").exists()
+    # a failing step fails the script, and says which
+    env["PYTHON"] = "false"
+    failed = run_cmd(["bash", "bench/gpu_check.sh", str(tmp_path / "gc2"), "env"], env=env)
+    assert failed.returncode == 1 and "failed: env" in failed.stdout
