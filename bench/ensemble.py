@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import log_softmax
 
 from bench.common import OUT
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 def compare(models: list[Path], file: str) -> dict[str, Any]:
@@ -42,7 +38,7 @@ def compare(models: list[Path], file: str) -> dict[str, Any]:
         task = last.tasks[0]
         gold = np.array([a.labels[0] for a in articles])
         prepared = [a.prepared for a in articles]
-        scores.append(log_softmax(last.logits_prepared(prepared)[task.name]))
+        scores.append(log_softmax(last.logits_prepared(prepared)[task.name], axis=1))
         out[f"alone:{folder}"] = macro_f1_from_ids(gold, scores[-1].argmax(1), len(task.labels))
     lexical = last.lexical.log_proba(prepared)[task.name]
     n = len(task.labels)

@@ -94,8 +94,11 @@ class Baseline:
         layers = {t: (lr.coef_, lr.intercept_, lr.classes_) for t, lr in self.classifiers.items()}
         return LexicalModel.from_linear(vocabularies, idf, layers, {t.name: len(t.labels) for t in self.tasks})
 
-    def evaluate(self, articles: Sequence[Article]) -> dict[str, dict[str, Any]]:
-        probs = self.predict_proba(articles)
+    def evaluate(self, articles: Sequence[Article],
+                 probs: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
+        """Metrics per task; ``probs`` are this model's :meth:`predict_proba` of ``articles`` when
+        the caller already has them."""
+        probs = self.predict_proba(articles) if probs is None else probs
         results = {}
         for column, task in enumerate(self.tasks):
             keep = [i for i, a in enumerate(articles) if a.labels[column] != IGNORE_INDEX]

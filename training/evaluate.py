@@ -83,7 +83,9 @@ def evaluate_folder(
     baseline_train = baseline_train if baseline_train is not None else data.train_file or None
     if baseline_model is None:
         baseline_model = fit_baseline(clf, baseline_train, data)
-    baseline = baseline_model.evaluate(articles) if baseline_model else None
+    # TF-IDF probabilities once: its metrics, the paired interval and the slices all read them
+    base_probs = baseline_model.predict_proba(articles) if baseline_model else None
+    baseline = baseline_model.evaluate(articles, base_probs) if baseline_model else None
 
     report: dict[str, Any] = {"model": str(model_dir), "data": data_file, "n_articles": len(articles), "tasks": {}}
     figures: dict[str, list[str]] = {}
@@ -103,9 +105,9 @@ def evaluate_folder(
     if baseline:
         report["baseline"] = {"train_file": baseline_train, "mean_macro_f1": mean_macro_f1(baseline),
                               "tasks": {t: _brief(m) for t, m in baseline.items()},
-                              "model_minus_baseline": _paired_interval(clf, articles, fused, baseline_model)}
+                              "model_minus_baseline": _paired_interval(clf, articles, fused, base_probs)}
     if by:
-        report["slices"] = _slices(data_file, articles, by, clf, raw, fused, baseline_model)
+        report["slices"] = _slices(data_file, articles, by, clf, raw, fused, base_probs)
     curves = plots.curves_png(out_dir / "training_curves.png", model_dir.parent / "metrics.jsonl")
     _write_json(out_dir / "metrics.json", report)
     (out_dir / "report.md").write_text(
@@ -115,11 +117,10 @@ def evaluate_folder(
 
 
 def _paired_interval(clf: Classifier, articles: Sequence[Article], logits: dict[str, np.ndarray],
-                     baseline_model: Baseline) -> dict[str, Any]:
+                     base_probs: dict[str, np.ndarray]) -> dict[str, Any]:
     """Paired bootstrap 95 % interval of model − baseline macro-F1 (per task and mean) on these
     articles: with a few hundred articles one article moves a score by a third of a point, so a
     difference means something only when its interval excludes 0."""
-    base_probs = baseline_model.predict_proba(articles)
     gold = {t.name: np.array([a.labels[c] for a in articles]) for c, t in enumerate(clf.tasks)}
     model_pred = {t.name: logits[t.name].argmax(axis=1) for t in clf.tasks}  # temperature keeps the argmax
     base_pred = {t.name: base_probs[t.name].argmax(axis=1) for t in clf.tasks}
@@ -128,7 +129,7 @@ def _paired_interval(clf: Classifier, articles: Sequence[Article], logits: dict[
 
 
 def _slices(data_file: str, articles: Sequence[Article], fields: Sequence[str], clf: Classifier,
-            raw: dict[str, np.ndarray], fused: dict[str, np.ndarray], baseline_model: Baseline | None) -> dict:
+            raw: dict[str, np.ndarray], fused: dict[str, np.ndarray], base_probs: dict[str, np.ndarray] | None) -> dict:
     """Accuracy per value of each field: the model as shipped, the transformer alone, TF-IDF."""
     wanted = {a.line for a in articles}
     values: dict[str, dict[int, str]] = {f: {} for f in fields}
@@ -140,8 +141,8 @@ def _slices(data_file: str, articles: Sequence[Article], fields: Sequence[str], 
     gold = {t.name: np.array([a.labels[c] for a in articles]) for c, t in enumerate(clf.tasks)}
     systems = {"model": {t: v.argmax(axis=1) for t, v in fused.items()},
                "transformer alone": {t: v.argmax(axis=1) for t, v in raw.items()}}
-    if baseline_model:
-        systems["TF-IDF"] = {t: v.argmax(axis=1) for t, v in baseline_model.predict_proba(articles).items()}
+    if base_probs is not None:
+        systems["TF-IDF"] = {t: v.argmax(axis=1) for t, v in base_probs.items()}
     return {f: accuracy_by_slice([values[f][a.line] for a in articles], gold, systems) for f in fields}
 
 
