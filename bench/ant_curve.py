@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from bench.common import save_json
 from model.preprocess import build_preprocessing
 from training.baseline import Baseline
 from training.config import load_config
@@ -96,10 +97,7 @@ def plot(results: dict) -> Path:
 
 
 def _save(results: dict) -> None:
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(OUT)
+    save_json(OUT, results)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,14 @@ def dump_file(n: int, seed: int = 0) -> Path:
     return path
 
 
+def save_json(path: Path, obj: Any) -> None:
+    """Write a result as indented JSON atomically (temp file + rename), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def read_records(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     import gzip
 

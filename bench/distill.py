@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import OUT, ROOT, interleaved, machine_info, ratio, read_records
+from bench.common import OUT, ROOT, interleaved, machine_info, ratio, read_records, save_json
 from bench.scoring import classifier_contender, load_classifier, workload
 
 SPLITS = ("dev", "test")
@@ -136,10 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT / "distill.json")
     args = parser.parse_args(argv)
     result = run(args.teacher, args.student, args.dump, args.articles, args.rounds, args.dtype)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
+    save_json(args.out, result)
     plot(result["rows"], ROOT / "docs" / "img" / "distill_tradeoff.png")
     for name, row in result["rows"].items():
         print(f"{name:16s} {row['articles_per_s']:6.2f} art/s ({row['x_vs_teacher']:.2f}x)  "

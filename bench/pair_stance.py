@@ -17,7 +17,6 @@ with the paired bootstrap 95 % CI of pair − per-target. Writes ``bench/out/pai
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bench.common import OUT, ROOT, machine_info, read_records
+from bench.common import OUT, ROOT, machine_info, read_records, save_json
 from training.pairs import PAIR_TASK
 
 SPLITS = ("dev", "test")
@@ -174,11 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     suffix = f"-holdout-{args.holdout}" if args.holdout else ""
     work = args.work or ROOT / "runs" / f"pair-stance{suffix}"
     result = run(args.reference, work, targets, args.holdout, args.retrain)
-    out = OUT / f"pair_stance{suffix}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    save_json(OUT / f"pair_stance{suffix}.json", result)
     print_table(result)
     return 0
 

@@ -104,10 +104,7 @@ def run_sections(mode: str, only: list[str], model: str | None, threads: int | N
 
 
 def save(results: dict[str, Any], path: Path = RESULTS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    common.save_json(path, results)
 
 
 # --------------------------------------------------------------------------- tables

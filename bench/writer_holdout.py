@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bench.common import OUT, ROOT, machine_info, read_records
+from bench.common import OUT, ROOT, machine_info, read_records, save_json
 
 DEFAULT_WRITERS = ("p7", "p8", "p9", "p10", "p11")
 FIXED_MIXES = (0.3, 0.5)
@@ -115,9 +115,9 @@ def run_writer(config: Path, work: Path, writer: str, retrain: bool) -> dict[str
     if clf.lexical is None:
         raise SystemExit(f"{model_dir} has no TF-IDF model: the recipe needs train.fuse_lexical: true")
     out: dict[str, Any] = {"weights_chosen_on_dev": {t: clf.lexical_weight(t) for t in clf.task_names}}
+    ids = {t: {label: i for i, label in enumerate(clf.labels(t))} for t in clf.task_names}
     for split, path in (("seen_writers_dev", work / "dev.jsonl"), ("held_out", work / "test.jsonl")):
         records = read_records(path)
-        ids = {t: {label: i for i, label in enumerate(clf.labels(t))} for t in clf.task_names}
         gold = {t: np.array([ids[t][r[t]] for r in records]) for t in clf.task_names}
         out[split] = {"preds": score_systems(clf, records), "gold": gold}
     out["n_labels"] = {t: len(clf.labels(t)) for t in clf.task_names}
@@ -152,8 +152,8 @@ def run(config: Path, writers: Sequence[str], work_root: Path, retrain: bool) ->
 
 def print_table(result: dict[str, Any]) -> None:
     systems = list(result["pooled"]["held_out"]["macro_f1"])
-    print("| writer | split | n | " + " | ".join(systems) + " | " + " | ".join(d for d in
-          result["pooled"]["held_out"]["differences"]) + " |")
+    comparisons = [f"{a}-{b}" for a, b in COMPARISONS]
+    print("| writer | split | n | " + " | ".join(systems + comparisons) + " |")
     print("|---" * (3 + len(systems) + len(COMPARISONS)) + "|")
     rows = [(w, s, v[s]) for w, v in result["per_writer"].items() for s in ("held_out",)]
     rows += [("pooled", s, result["pooled"][s]) for s in ("seen_writers_dev", "held_out")]
@@ -174,10 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     writers = [w.strip() for w in args.writers.split(",") if w.strip()]
     result = run(args.config, writers, args.work, args.retrain)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
+    save_json(args.out, result)
     print_table(result)
     return 0
 
