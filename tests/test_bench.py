@@ -136,3 +136,21 @@ def test_gpu_check_script_runs_the_named_steps_and_reports_each(tmp_path: Path) 
     env["PYTHON"] = "false"
     failed = run_cmd(["bash", "bench/gpu_check.sh", str(tmp_path / "gc2"), "env"], env=env)
     assert failed.returncode == 1 and "failed: env" in failed.stdout
+
+
+def test_lexical_share_caps_only_the_named_tasks(trained_run: Path, small_corpus: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    from bench.lexical_share import main
+
+    out = tmp_path / "share.json"
+    main([str(trained_run / "best"), "--dev", str(small_corpus["dev"]), "--test", str(small_corpus["test"]),
+          "--ceilings", "1.0,0", "--out", str(out)])
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["capped"] == ["stance_gna", "stance_haftar"]
+    free, none = result["ceilings"]
+    assert free["tasks"]["topic"]["weight"] == none["tasks"]["topic"]["weight"]  # topic is not capped
+    for task in ("stance_gna", "stance_haftar"):
+        capped = none["tasks"][task]
+        assert capped["weight"] == 0.0
+        assert capped["macro_f1"] == result["alone"][task]  # weight 0: the transformer's own labels
+        assert capped["sides_with_tfidf"] in (None, 0.0)

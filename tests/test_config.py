@@ -34,12 +34,14 @@ def test_shipped_configs_load() -> None:
 
 def test_typed_overrides_and_bare_keys(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, BASE), ["train.epochs=5", "learning_rate=3e-5", "output_dir=/tmp/x",
-                                              "model.pooling=mean", "data.test_file=null", "train.report_to=[tensorboard]"])
+                                              "model.pooling=mean", "data.test_file=null", "train.report_to=[tensorboard]",
+                                              "train.max_lexical_weight={topic: 0.5}"])
     assert cfg.train.epochs == 5 and isinstance(cfg.train.epochs, int)
     assert cfg.train.learning_rate == pytest.approx(3e-5)
     assert str(cfg.run_dir) == "/tmp/x"
     assert cfg.model.pooling == "mean" and cfg.data.test_file is None
     assert cfg.train.report_to == ["tensorboard"]
+    assert cfg.train.max_lexical_weight == {"topic": 0.5}
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,10 @@ def test_typed_overrides_and_bare_keys(tmp_path: Path) -> None:
         (BASE, ["epochs"], "expected key=value"),
         (BASE, ["model.pooling=max"], "model.pooling = 'max'; allowed: ['cls', 'mean']"),
         (BASE + "extra: 1\n", [], "unknown top-level key(s) ['extra']"),
+        (BASE, ["train.max_lexical_weight={stance: 0.5}"], "max_lexical_weight names task 'stance'; the tasks are ['topic']"),
+        (BASE, ["train.max_lexical_weight={topic: 1.5}"], "max_lexical_weight.topic = 1.5; must be in [0, 1]"),
+        (BASE, ["train.max_lexical_weight={topic: high}"], "max_lexical_weight.topic: expected float, got 'high'"),
+        (BASE, ["train.max_lexical_weight=0.5"], "train.max_lexical_weight: expected dict"),
         (BASE.replace("name: topic", "name: topic, colour: red"), [], "unknown key(s) ['colour']"),
     ],
 )

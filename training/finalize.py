@@ -32,15 +32,18 @@ def score_file(clf: Classifier, path: str, cfg: RunConfig) -> tuple[list, dict[s
 
 
 def calibrate(clf: Classifier, dev: list, raw: dict[str, np.ndarray], dev_file: str,
-              lexical: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+              lexical: dict[str, np.ndarray] | None = None,
+              max_lexical_weight: dict[str, float] | None = None) -> dict[str, Any]:
     """Per task: the lexical weight (when ``lexical`` dev log-probabilities are given) chosen on dev
-    macro-F1, then one temperature fitted on dev article logits (fused with that weight); return
-    ``calibration.json`` content."""
+    macro-F1, up to the task's ceiling in ``max_lexical_weight``, then one temperature fitted on dev
+    article logits (fused with that weight); return ``calibration.json`` content."""
     out = {}
+    ceilings = max_lexical_weight or {}
     for column, task in enumerate(clf.tasks):
         keep = np.array([a.labels[column] != IGNORE_INDEX for a in dev], dtype=bool)
         gold = np.array([a.labels[column] for a in dev])[keep]
-        weight = choose_lexical_weight(raw[task.name][keep], lexical[task.name][keep], gold, task.labels) \
+        weight = choose_lexical_weight(raw[task.name][keep], lexical[task.name][keep], gold, task.labels,
+                                       max_weight=ceilings.get(task.name, 1.0)) \
             if lexical is not None and len(gold) else 0.0
         logits = fuse(raw[task.name], lexical[task.name] if lexical is not None else None, weight)[keep]
         t = fit_temperature(logits, gold)
@@ -58,12 +61,19 @@ def calibrate(clf: Classifier, dev: list, raw: dict[str, np.ndarray], dev_file: 
 LEXICAL_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(10))  # 0 … 0.9: the transformer always has a say
 
 
-def choose_lexical_weight(logits: np.ndarray, lexical: np.ndarray, gold: np.ndarray, labels: Sequence[str]) -> float:
-    """The weight of the lexical model that gives the best dev macro-F1 (the smallest such weight
-    on ties, so the lexical part is used only where it helps)."""
+def choose_lexical_weight(logits: np.ndarray, lexical: np.ndarray, gold: np.ndarray, labels: Sequence[str],
+                          max_weight: float = 1.0) -> float:
+    """The weight of the lexical model, at most ``max_weight``, that gives the best dev macro-F1 (the
+    smallest such weight on ties, so the lexical part is used only where it helps).
+
+    >>> gold = np.array([0, 1]); lexical = np.log(np.array([[0.9, 0.1], [0.1, 0.9]]))
+    >>> choose_lexical_weight(np.array([[0.0, 2.0], [0.0, 2.0]]), lexical, gold, ["a", "b"], max_weight=0.5)
+    0.5
+    """
+    candidates = [w for w in LEXICAL_WEIGHTS if w <= max_weight + 1e-9]
     scores = [task_metrics(gold.tolist(), fuse(logits, lexical, w).argmax(axis=1).tolist(), labels)["macro_f1"]
-              for w in LEXICAL_WEIGHTS]
-    return LEXICAL_WEIGHTS[int(np.argmax(scores))]
+              for w in candidates]
+    return candidates[int(np.argmax(scores))]
 
 
 def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any]:
@@ -84,7 +94,8 @@ def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any
         clf.lexical = lexical
     if cfg.train.calibrate:
         dev_lexical = lexical.log_proba([a.prepared for a in dev_scored[0]]) if lexical is not None else None
-        clf.calibration = calibrate(clf, *dev_scored, cfg.data.dev_file, dev_lexical)
+        clf.calibration = calibrate(clf, *dev_scored, cfg.data.dev_file, dev_lexical,
+                                    cfg.train.max_lexical_weight)
         _write_atomic(best / CALIBRATION_FILE, json.dumps(clf.calibration, indent=2) + "\n")
     results: dict[str, Any] = {}
     if cfg.train.final_report:
@@ -101,12 +112,15 @@ def finalize_run(cfg: RunConfig, best_epoch: int | None = None) -> dict[str, Any
     return results
 
 
-def _lexical_line(clf: Classifier) -> str:
+def _lexical_line(cfg: RunConfig, clf: Classifier) -> str:
     weights = {t.name: clf.lexical_weight(t.name) for t in clf.tasks}
     if clf.lexical is None or not any(weights.values()):
         return "- no lexical (TF-IDF) model mixed into the scores"
     mix = ", ".join(f"{name} {w:.1f}" for name, w in weights.items())
-    return f"- a TF-IDF + logistic-regression model (`lexical.*`) is mixed into the scores, weight per task chosen on dev: {mix}"
+    ceilings = cfg.train.max_lexical_weight
+    cap = f" (at most {', '.join(f'{n} {c:.1f}' for n, c in ceilings.items())})" if ceilings else ""
+    return (f"- a TF-IDF + logistic-regression model (`lexical.*`) is mixed into the scores, weight per task "
+            f"chosen on dev{cap}: {mix}")
 
 
 def _versus_baseline(baseline: dict[str, Any]) -> str:
@@ -134,7 +148,7 @@ def model_card(cfg: RunConfig, clf: Classifier, results: dict[str, Any], best_ep
         + (f", test `{cfg.data.test_file}`" if cfg.data.test_file else ""),
         f"- {cfg.train.epochs} epoch(s) max, lr {cfg.train.learning_rate}, batch {cfg.train.batch_size}, "
         f"seed {cfg.train.seed}; best epoch {best_epoch}",
-        _lexical_line(clf),
+        _lexical_line(cfg, clf),
         "- scores are calibrated by per-task temperature scaling fitted on dev (`calibration.json`)"
         if clf.calibration else "- scores are not calibrated", "",
         "## Metrics", "",
