@@ -154,3 +154,27 @@ def test_lexical_share_caps_only_the_named_tasks(trained_run: Path, small_corpus
         assert capped["weight"] == 0.0
         assert capped["macro_f1"] == result["alone"][task]  # weight 0: the transformer's own labels
         assert capped["sides_with_tfidf"] in (None, 0.0)
+
+
+def test_real_news_check_counts_only_articles_naming_no_libyan_actor(trained_run: Path, tmp_path: Path) -> None:
+    from bench.real_news_check import main
+
+    records = [{"id": f"l{i}", "title": "قوات حفتر تتقدم", "text": "اشتباكات جنوب العاصمة.", "topic": "economy"}
+               for i in range(3)]
+    records += [{"id": f"o{i}", "title": "موازنة مصر", "text": f"ارتفع عجز الموازنة {i} بالمئة هذا العام.",
+                 "topic": "economy" if i < 2 else "sport"} for i in range(4)]
+    records.append({"id": "empty", "text": "  ", "topic": "economy"})  # no text: left out, not an error
+    file = tmp_path / "real.jsonl"
+    file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "check.json"
+    main([str(trained_run / "best"), "--file", str(file), "--topic-map", "economy=economy", "--out", str(out)])
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["articles"] == 7 and result["naming_no_libyan_actor"] == 4
+    assert set(result["false_stance"]) == {"stance_gna", "stance_haftar"}
+    for row in result["false_stance"].values():
+        assert set(row) == {"alone", "tfidf", "shipped", "ceiling 0.7", "ceiling 0.5", "ceiling 0.3"}
+        assert all(share in (0.0, 0.25, 0.5, 0.75, 1.0) for share in row.values())  # shares of 4 articles
+    for row in result["topic"].values():
+        assert row["all mapped"] == row["economy→economy"]  # the sport article has no counterpart
+    with pytest.raises(SystemExit, match="expected FILE_LABEL=MODEL_LABEL"):
+        main([str(trained_run / "best"), "--file", str(file), "--topic-map", "economy"])
