@@ -104,9 +104,8 @@ class TrainArgs:
     # (0 where it does not help); see model/lexical.py.
     fuse_lexical: bool = True
     # The most weight the TF-IDF model may get in a task's mix, per task name (tasks not named: up to
-    # 0.9). Dev articles written like the training ones favour a lexical model more than news from
-    # other hands will (docs/results.md, "A ceiling on TF-IDF's share of stance"), e.g.
-    # {stance_gna: 0.5, stance_haftar: 0.5}.
+    # 0.9), e.g. {stance_gna: 0.5}: for users whose own articles show TF-IDF misreading their outlets.
+    # The shipped configs set none (docs/results.md §0, "How much of the demo's stance is TF-IDF's").
     max_lexical_weight: dict[str, float] = field(default_factory=dict)
     final_report: bool = True
     # Record fields whose every value gets an accuracy row in the dev/test reports (model, transformer
