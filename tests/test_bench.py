@@ -178,3 +178,35 @@ def test_real_news_check_counts_only_articles_naming_no_libyan_actor(trained_run
         assert row["all mapped"] == row["economy→economy"]  # the sport article has no counterpart
     with pytest.raises(SystemExit, match="expected FILE_LABEL=MODEL_LABEL"):
         main([str(trained_run / "best"), "--file", str(file), "--topic-map", "economy"])
+
+
+def test_real_libya_joins_labels_by_id_and_scores_each_system(trained_run: Path, small_corpus: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    from bench.real_libya import main
+
+    source = [{"id": r["id"], "title": r.get("title"), "text": r["text"]} for r in seed_records("test", 24)]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "dev.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in source), encoding="utf-8")
+    labels = [{"id": r["id"], "about_libya": i != 0, **{k: r[k] for k in ("topic", "stance_gna", "stance_haftar")}}
+              for i, r in enumerate(seed_records("test", 24))]
+    labels_file = tmp_path / "labels.jsonl"
+    labels_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in labels), encoding="utf-8")
+    out = tmp_path / "real.json"
+    main([str(trained_run / "best"), "--source", str(tmp_path / "src"), "--labels", str(labels_file),
+          "--out", str(out)])
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["articles"] == 23  # the one not about Libya is left out
+    for task in ("topic", "stance_gna", "stance_haftar"):
+        sweep = result["weight_sweep"][task]
+        assert sweep["0.0"] == result["alone"][task] and sweep["1.0"] == result["tfidf"][task]
+        assert result["shipped"][task] == sweep[str(result["weights"][task])]
+        assert sum(result["gold_counts"][task].values()) == 23
+    assert (tmp_path / "real" / "confusion_topic.png").stat().st_size > 0
+    labels_file.write_text(json.dumps({**labels[0], "id": "nowhere"}) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"labels.jsonl:1: id 'nowhere' is in none of"):
+        main([str(trained_run / "best"), "--source", str(tmp_path / "src"), "--labels", str(labels_file)])
+    labels_file.write_text(json.dumps({"id": labels[0]["id"], "about_libya": True, "topic": "politics"}) + "\n",
+                           encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"labels.jsonl:1: field 'stance_gna' missing"):
+        main([str(trained_run / "best"), "--source", str(tmp_path / "src"), "--labels", str(labels_file)])

@@ -79,23 +79,27 @@ def mean_macro_f1(per_task: dict[str, dict[str, Any]]) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def macro_f1_from_ids(gold: np.ndarray, pred: np.ndarray, n_labels: int) -> float:
+def macro_f1_from_ids(gold: np.ndarray, pred: np.ndarray, n_labels: int, present_only: bool = False) -> float:
     """Macro-F1 over all ``n_labels`` classes (a class never seen nor predicted counts 0), fast
-    enough to run thousands of times in a bootstrap.
+    enough to run thousands of times in a bootstrap. ``present_only`` averages over the classes in
+    gold or predictions only (scikit-learn's default), for small sets where a class never occurs.
 
-    >>> round(macro_f1_from_ids(np.array([0, 1, 1]), np.array([0, 1, 0]), 2), 3)
+    >>> round(macro_f1_from_ids(np.array([0, 1, 1]), np.array([0, 1, 0]), 3), 3)
+    0.444
+    >>> round(macro_f1_from_ids(np.array([0, 1, 1]), np.array([0, 1, 0]), 3, present_only=True), 3)
     0.667
     """
     confusion = np.bincount(gold * n_labels + pred, minlength=n_labels * n_labels).reshape(n_labels, n_labels)
     tp = np.diag(confusion).astype(float)
     denom = confusion.sum(axis=0) + confusion.sum(axis=1)
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    return float(f1.mean())
+    return float(f1[denom > 0].mean() if present_only else f1.mean())
 
 
 def paired_bootstrap(
     gold: dict[str, np.ndarray], pred_a: dict[str, np.ndarray], pred_b: dict[str, np.ndarray],
     n_labels: dict[str, int], n_resamples: int = 2000, seed: int = 0, ignore: int = -100,
+    present_only: bool = False,
 ) -> dict[str, Any]:
     """Paired bootstrap of the macro-F1 difference A − B, per task and for the mean over tasks.
 
@@ -117,8 +121,8 @@ def paired_bootstrap(
         out = {}
         for t in tasks:
             g, keep = gold[t][index], gold[t][index] != ignore
-            out[t] = (macro_f1_from_ids(g[keep], pred_a[t][index][keep], n_labels[t])
-                      - macro_f1_from_ids(g[keep], pred_b[t][index][keep], n_labels[t]))
+            out[t] = (macro_f1_from_ids(g[keep], pred_a[t][index][keep], n_labels[t], present_only)
+                      - macro_f1_from_ids(g[keep], pred_b[t][index][keep], n_labels[t], present_only))
         out["mean"] = float(np.mean([out[t] for t in tasks]))
         return out
 
