@@ -57,6 +57,10 @@ WRITERS = {
     "p9": "economy with political actors (NOC, blockade, central bank, power, prices)",
     "p10": "health and society with the war as background (COVID-19, hospitals, schools, migrants)",
     "p11": "regions beyond Tripoli (south, east, centre, mountains), with long analyses",
+    "p12": "v3, who is 'the army': Apr–Dec 2019, the Tripoli offensive and the south",
+    "p13": "v3, who is 'the army': Jan–Oct 2020, Berlin to the Geneva ceasefire",
+    "p14": "v3, who is 'the army': Nov 2020–2021, unity government, elections, the east",
+    "p15": "v3, who is 'the army': 2019–2021, the armies in daily life; topic border cases",
 }
 
 
@@ -168,8 +172,9 @@ def compute(with_tokens: bool = True) -> str:
 
     add("\n### Writer × split\n")
     add(crosstab(records, split_of, lambda r: r["id"].split("-")[0], list(WRITERS)))
-    add("\n### Generation × split (v1: writers p1–p6; v2: p7 and later; `make_splits.py` deals each separately)\n")
-    add(crosstab(records, split_of, make_splits.generation, ["v1", "v2"]))
+    add("\n### Generation × split (v1: writers p1–p6; v2: p7–p11; v3: p12 and later; `make_splits.py` deals each"
+        " separately)\n")
+    add(crosstab(records, split_of, make_splits.generation, ["v1", "v2", "v3"]))
     add("\n### Topic × split\n")
     add(crosstab(records, split_of, lambda r: r["topic"], ["military", "politics", "economy", "health", "society"]))
     for task in ("stance_gna", "stance_haftar"):

@@ -144,3 +144,12 @@ def test_make_dump_metadata_follow_the_lead_article(tmp_path: Path) -> None:
         assert r["url"] == f"https://{slug}.example/{r['date'][:4]}/{r['date'][5:7]}/{r['id']}"
     assert len({r["source"] for r in records}) >= 5  # enough outlets to compare
     assert len({r["date"] for r in records}) > 50
+
+
+def test_growing_the_corpus_moves_no_article_between_splits(seeds: dict[str, list[dict]],
+                                                            make_splits: ModuleType) -> None:
+    """Each generation is dealt alone: v1 and v2 articles keep their split now that v3 exists."""
+    older = [r for r in seeds["articles"] if make_splits.generation(r) != "v3"]
+    assert len(older) == 1517 and len(seeds["articles"]) - len(older) >= 150
+    after = make_splits.split_of(seeds["articles"])
+    assert {i: after[i] for i in make_splits.split_of(older)} == make_splits.split_of(older)
