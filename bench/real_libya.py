@@ -16,7 +16,8 @@ as scikit-learn averages: no article here favours the GNA, and an absent class w
 count 0), paired bootstrap 95 % CIs of the differences, and
 how the mean would move with every stance mix weight from 0 to 1 (a reading of what real text
 favours, not a choice: 130 articles are too few to tune on). Confusion matrices of the shipped mix
-go to ``bench/out/real_libya/``. Writes ``bench/out/real_libya.json``.
+go to ``bench/out/real_libya/``; ``--baseline OTHER`` adds the paired difference of the two models'
+shipped mixes (did a new corpus or recipe help on real articles?). Writes ``bench/out/real_libya.json``.
 """
 
 from __future__ import annotations
@@ -65,11 +66,10 @@ def source_files(source: Path) -> list[Path]:
     return sorted(source.glob("*.jsonl*")) if source.is_dir() else [source]
 
 
-def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = None) -> dict[str, Any]:
+def scored(folder: Path, records: list[dict[str, Any]]) -> tuple[Any, dict, dict, dict]:
+    """The model, gold label ids, the transformer's raw logits and TF-IDF's log-probabilities."""
     from bench.lexical_share import scored_file
     from inference import Classifier
-    from model.lexical import fuse
-    from training.metrics import macro_f1_from_ids, paired_bootstrap
 
     clf = Classifier.from_pretrained(folder)
     if clf.lexical is None:
@@ -78,10 +78,29 @@ def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = No
         path = Path(tmp) / "real.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
         gold, raw, lex = scored_file(clf, folder, str(path))
+    return clf, gold, raw, lex
+
+
+def systems_of(clf: Any, raw: dict, lex: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Predicted ids per task of the transformer alone, TF-IDF and the mix at the folder's weights."""
+    from model.lexical import fuse
+
+    names = [t.name for t in clf.tasks]
+    return {"alone": {n: raw[n].argmax(1) for n in names}, "tfidf": {n: lex[n].argmax(1) for n in names},
+            "shipped": {n: fuse(raw[n], lex[n], clf.lexical_weight(n)).argmax(1) for n in names}}
+
+
+def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = None,
+            baseline: Path | None = None) -> dict[str, Any]:
+    """Scores of ``folder`` on ``records``; with ``baseline`` (another model folder with the same
+    tasks), also the paired bootstrap of this model's shipped mix minus the baseline's."""
+    from model.lexical import fuse
+    from training.metrics import macro_f1_from_ids, paired_bootstrap
+
+    clf, gold, raw, lex = scored(folder, records)
+    systems = systems_of(clf, raw, lex)
     tasks = {t.name: t for t in clf.tasks}
     n_labels = {n: len(t.labels) for n, t in tasks.items()}
-    systems = {"alone": {n: raw[n].argmax(1) for n in tasks}, "tfidf": {n: lex[n].argmax(1) for n in tasks},
-               "shipped": {n: fuse(raw[n], lex[n], clf.lexical_weight(n)).argmax(1) for n in tasks}}
 
     def f1(name: str, pred: np.ndarray) -> float:
         return round(macro_f1_from_ids(gold[name], pred, n_labels[name], present_only=True), 4)
@@ -97,6 +116,13 @@ def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = No
     for a, b in (("shipped", "tfidf"), ("alone", "tfidf"), ("shipped", "alone")):
         out[f"{a} − {b}"] = paired_bootstrap(gold, systems[a], systems[b], n_labels, present_only=True)
     out["weight_sweep"] = {n: {str(w): f1(n, fuse(raw[n], lex[n], w).argmax(1)) for w in WEIGHTS} for n in tasks}
+    if baseline is not None:
+        base_clf, _, base_raw, base_lex = scored(baseline, records)
+        if [(t.name, list(t.labels)) for t in base_clf.tasks] != [(n, list(t.labels)) for n, t in tasks.items()]:
+            raise SystemExit(f"{baseline}: its tasks or labels differ from {folder}'s")
+        base = systems_of(base_clf, base_raw, base_lex)["shipped"]
+        out["baseline"] = {"model": str(baseline), **{n: f1(n, base[n]) for n in tasks}}
+        out["shipped − baseline"] = paired_bootstrap(gold, systems["shipped"], base, n_labels, present_only=True)
     if plots is not None:
         from training.plots import confusion_png
 
@@ -115,7 +141,9 @@ def table(result: dict[str, Any]) -> str:
     lines += [f"| {s} | " + " | ".join(f"{result[s][n]:.3f} ({result[s + ' accuracy'][n]:.3f})" for n in names)
               + f" | {result[s]['mean']:.3f} |" for s in ("alone", "tfidf", "shipped")]
     lines += ["", "| difference | " + " | ".join(names) + " | mean |", "|---|" + "---|" * (len(names) + 1)]
-    for key in ("shipped − tfidf", "alone − tfidf", "shipped − alone"):
+    for key in ("shipped − tfidf", "alone − tfidf", "shipped − alone", "shipped − baseline"):
+        if key not in result:
+            continue
         d = result[key]
         lines.append(f"| {key} | " + " | ".join(
             f"{d[n]['diff']:+.3f} [{d[n]['low']:+.3f}, {d[n]['high']:+.3f}]" for n in [*names, "mean"]) + " |")
@@ -133,10 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", type=Path, required=True, help="ANT folder (or one JSONL file) holding the texts")
     parser.add_argument("--labels", type=Path, default=LABELS)
     parser.add_argument("--all", action="store_true", help="also the articles that only mention Libya")
+    parser.add_argument("--baseline", type=Path, default=None, help="another model folder to compare the mix with")
     parser.add_argument("--out", type=Path, default=OUT / "real_libya.json")
     args = parser.parse_args(argv)
     records = join_labels(args.labels, source_files(args.source), about_libya_only=not args.all)
-    result = compare(args.model, records, plots=args.out.with_suffix(""))
+    result = compare(args.model, records, plots=args.out.with_suffix(""), baseline=args.baseline)
     save_json(args.out, result)
     print(table(result))
     print(f"wrote {args.out}")

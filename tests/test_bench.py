@@ -194,9 +194,10 @@ def test_real_libya_joins_labels_by_id_and_scores_each_system(trained_run: Path,
     labels_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in labels), encoding="utf-8")
     out = tmp_path / "real.json"
     main([str(trained_run / "best"), "--source", str(tmp_path / "src"), "--labels", str(labels_file),
-          "--out", str(out)])
+          "--out", str(out), "--baseline", str(trained_run / "best")])
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["articles"] == 23  # the one not about Libya is left out
+    assert result["shipped − baseline"]["mean"]["diff"] == 0.0  # a model against itself
     for task in ("topic", "stance_gna", "stance_haftar"):
         sweep = result["weight_sweep"][task]
         assert sweep["0.0"] == result["alone"][task] and sweep["1.0"] == result["tfidf"][task]
