@@ -61,8 +61,6 @@ WRITERS = {
     "p13": "v3, who is 'the army': Jan–Oct 2020, Berlin to the Geneva ceasefire",
     "p14": "v3, who is 'the army': Nov 2020–2021, unity government, elections, the east",
     "p15": "v3, who is 'the army': 2019–2021, the armies in daily life; topic border cases",
-    "p16": "v3, other countries' armies (no Libyan stance): Egypt, Sudan, the Maghreb, Chad, Niger",
-    "p17": "v3, other countries' armies (no Libyan stance): Syria, Yemen, Iraq, Lebanon, Gulf, Sahel",
 }
 
 
