@@ -8,6 +8,7 @@ process hits every contender alike and the ratios stay meaningful on a shared ma
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -181,6 +182,32 @@ def dump_file(n: int, seed: int = 0) -> Path:
     if not path.exists():
         make_dump(path, n, seed=seed, progress=False)
     return path
+
+
+def model_folder_parser(doc: str, out_name: str) -> argparse.ArgumentParser:
+    """The command line of a bench script that reads one trained model folder and writes one JSON
+    result (``--out``, by default ``bench/out/<out_name>``); the script adds its own options."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("model", type=Path, help="a trained model folder with a TF-IDF model (best/)")
+    parser.add_argument("--out", type=Path, default=OUT / out_name)
+    return parser
+
+
+def report(path: Path, result: Any, text: str) -> None:
+    """Save a bench result as JSON and print its table and where it went."""
+    save_json(path, result)
+    print(text)
+    print(f"wrote {path}")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines: the header, its rule, one line per row (cells as given).
+
+    >>> markdown_table(["a", "b"], [[1, "x"]])
+    ['| a | b |', '|---|---|', '| 1 | x |']
+    """
+    return ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
 
 
 def save_json(path: Path, obj: Any) -> None:

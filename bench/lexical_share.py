@@ -14,13 +14,12 @@ share where the mix sides with TF-IDF. No training; the model folder is not chan
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import OUT, save_json
+from bench.common import model_folder_parser, report
 
 
 def scored_file(clf: Any, folder: Path, path: str) -> tuple[dict, dict, dict]:
@@ -108,20 +107,16 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="a trained model folder with a TF-IDF model (best/)")
+    parser = model_folder_parser(__doc__, "lexical_share.json")
     parser.add_argument("--dev", required=True, help="labelled file that chooses the weights")
     parser.add_argument("--test", required=True, help="labelled file that judges them")
     parser.add_argument("--ceilings", default="1.0,0.7,0.5,0.3,0",
                         help="comma-separated ceilings on the capped tasks' TF-IDF weight")
     parser.add_argument("--capped", default=None, help="comma-separated task names (default: stance*)")
-    parser.add_argument("--out", type=Path, default=OUT / "lexical_share.json")
     args = parser.parse_args(argv)
     result = compare(args.model, args.dev, args.test, [float(c) for c in args.ceilings.split(",")],
                      args.capped.split(",") if args.capped else None)
-    save_json(args.out, result)
-    print(table(result))
-    print(f"wrote {args.out}")
+    report(args.out, result, table(result))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ shipped mixes (did a new corpus or recipe help on real articles?). Writes ``benc
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import OUT, ROOT, read_records, save_json
+from bench.common import ROOT, markdown_table, model_folder_parser, read_records, report
 
 LABELS = ROOT / "bench" / "data" / "ant_libya_labels.jsonl"
 LABEL_FIELDS = ("topic", "stance_gna", "stance_haftar")
@@ -136,39 +135,31 @@ def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = No
 
 def table(result: dict[str, Any]) -> str:
     names = [n for n in result["alone"] if n != "mean"]
-    lines = [f"{result['articles']} real articles about Libya, macro-F1 (accuracy):", "",
-             "| system | " + " | ".join(names) + " | mean |", "|---|" + "---|" * (len(names) + 1)]
-    lines += [f"| {s} | " + " | ".join(f"{result[s][n]:.3f} ({result[s + ' accuracy'][n]:.3f})" for n in names)
-              + f" | {result[s]['mean']:.3f} |" for s in ("alone", "tfidf", "shipped")]
-    lines += ["", "| difference | " + " | ".join(names) + " | mean |", "|---|" + "---|" * (len(names) + 1)]
-    for key in ("shipped − tfidf", "alone − tfidf", "shipped − alone", "shipped − baseline"):
-        if key not in result:
-            continue
-        d = result[key]
-        lines.append(f"| {key} | " + " | ".join(
-            f"{d[n]['diff']:+.3f} [{d[n]['low']:+.3f}, {d[n]['high']:+.3f}]" for n in [*names, "mean"]) + " |")
-    weights = list(WEIGHTS)
-    lines += ["", "TF-IDF mix weight (shipped: " + ", ".join(f"{n} {w}" for n, w in result["weights"].items()) + "):",
-              "", "| task | " + " | ".join(str(w) for w in weights) + " |", "|---|" + "---|" * len(weights)]
-    lines += [f"| {n} | " + " | ".join(f"{row[str(w)]:.3f}" for w in weights) + " |"
-              for n, row in result["weight_sweep"].items()]
+    lines = [f"{result['articles']} real articles about Libya, macro-F1 (accuracy):", ""]
+    lines += markdown_table(["system", *names, "mean"], [
+        [s, *(f"{result[s][n]:.3f} ({result[s + ' accuracy'][n]:.3f})" for n in names), f"{result[s]['mean']:.3f}"]
+        for s in ("alone", "tfidf", "shipped")])
+    diffs = [k for k in ("shipped − tfidf", "alone − tfidf", "shipped − alone", "shipped − baseline") if k in result]
+    lines += ["", *markdown_table(["difference", *names, "mean"], [
+        [k, *(f"{result[k][n]['diff']:+.3f} [{result[k][n]['low']:+.3f}, {result[k][n]['high']:+.3f}]"
+              for n in [*names, "mean"])] for k in diffs])]
+    shipped = ", ".join(f"{n} {w}" for n, w in result["weights"].items())
+    lines += ["", f"TF-IDF mix weight (shipped: {shipped}):", ""]
+    lines += markdown_table(["task", *WEIGHTS], [[n, *(f"{row[str(w)]:.3f}" for w in WEIGHTS)]
+                                                 for n, row in result["weight_sweep"].items()])
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="a trained Libya model folder with a TF-IDF model (best/)")
+    parser = model_folder_parser(__doc__, "real_libya.json")
     parser.add_argument("--source", type=Path, required=True, help="ANT folder (or one JSONL file) holding the texts")
     parser.add_argument("--labels", type=Path, default=LABELS)
     parser.add_argument("--all", action="store_true", help="also the articles that only mention Libya")
     parser.add_argument("--baseline", type=Path, default=None, help="another model folder to compare the mix with")
-    parser.add_argument("--out", type=Path, default=OUT / "real_libya.json")
     args = parser.parse_args(argv)
     records = join_labels(args.labels, source_files(args.source), about_libya_only=not args.all)
     result = compare(args.model, records, plots=args.out.with_suffix(""), baseline=args.baseline)
-    save_json(args.out, result)
-    print(table(result))
-    print(f"wrote {args.out}")
+    report(args.out, result, table(result))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,13 @@ Writes ``bench/out/real_news_check.json``.
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import OUT, read_records, save_json
+from bench.common import markdown_table, model_folder_parser, read_records, report
 
 LIBYA_WORDS = re.compile("ليبي|حفتر|الوفاق|طرابلس|بنغازي|السراج|الدبيبة|سرت|مصراتة|الدبيبه|طبرق|فزان")
 CEILINGS = (0.7, 0.5, 0.3)
@@ -99,29 +98,24 @@ def table(result: dict[str, Any]) -> str:
     stance = result["false_stance"]
     if stance:
         systems = list(next(iter(stance.values())))
-        lines += ["| task | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]
-        lines += [f"| {name} | " + " | ".join(f"{v:.1%}" for v in row.values()) + " |" for name, row in stance.items()]
+        lines += markdown_table(["task", *systems], [[name, *(f"{v:.1%}" for v in row.values())]
+                                                     for name, row in stance.items()])
     if result["topic"]:
         cols = list(next(iter(result["topic"].values())))
-        lines += ["", "Topic where the file's label maps onto the model's (share put there):", "",
-                  "| system | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-        lines += [f"| {s} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |"
-                  for s, row in result["topic"].items()]
+        lines += ["", "Topic where the file's label maps onto the model's (share put there):", ""]
+        lines += markdown_table(["system", *cols], [[s, *(f"{v:.3f}" for v in row.values())]
+                                                    for s, row in result["topic"].items()])
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", type=Path, help="a trained Libya model folder with a TF-IDF model (best/)")
+    parser = model_folder_parser(__doc__, "real_news_check.json")
     parser.add_argument("--file", type=Path, required=True, help="JSONL(.gz) of real articles (text, title)")
     parser.add_argument("--topic-map", default=None, help="FILE_LABEL=MODEL_LABEL,... (e.g. economy=economy)")
     parser.add_argument("--label-field", default="topic", help="the file's label field for --topic-map")
-    parser.add_argument("--out", type=Path, default=OUT / "real_news_check.json")
     args = parser.parse_args(argv)
     result = check(args.model, args.file, parse_topic_map(args.topic_map), args.label_field)
-    save_json(args.out, result)
-    print(table(result))
-    print(f"wrote {args.out}")
+    report(args.out, result, table(result))
 
 
 if __name__ == "__main__":
