@@ -13,9 +13,9 @@ annotators agreed).
 For the transformer alone, TF-IDF and the shipped mix (the folder's own weights), it reports
 macro-F1 per task on the articles about Libya (over the labels that occur in gold or predictions,
 as scikit-learn averages: no article here favours the GNA, and an absent class would otherwise
-count 0), paired bootstrap 95 % CIs of the differences, and
-how the mean would move with every stance mix weight from 0 to 1 (a reading of what real text
-favours, not a choice: 130 articles are too few to tune on). Confusion matrices of the shipped mix
+count 0) and accuracy, paired bootstrap 95 % CIs of the differences, and each task's macro-F1 at
+every TF-IDF mix weight from 0 to 1 (a reading of what real text favours, not a choice: 119
+articles are too few to tune on). Confusion matrices of the shipped mix
 go to ``bench/out/real_libya/``; ``--baseline OTHER`` adds the paired difference of the two models'
 shipped mixes (did a new corpus or recipe help on real articles?). Writes ``bench/out/real_libya.json``.
 """
@@ -43,10 +43,15 @@ def join_labels(labels: Path, sources: list[Path], about_libya_only: bool = True
     the labels file, its line and the id or field.
     """
     texts = {r["id"]: r for path in sources for r in read_records(path)}
+    if not texts:
+        raise SystemExit(f"no articles in {[str(s) for s in sources]} (a folder of *.jsonl(.gz) files, or one file)")
     out = []
     with open(labels, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{labels}:{line_no}: not a JSON object ({e.msg})") from None
             missing = [k for k in ("id", "about_libya", *LABEL_FIELDS) if k not in row]
             if missing:
                 raise SystemExit(f"{labels}:{line_no}: field {missing[0]!r} missing")

@@ -211,3 +211,6 @@ def test_real_libya_joins_labels_by_id_and_scores_each_system(trained_run: Path,
                            encoding="utf-8")
     with pytest.raises(SystemExit, match=r"labels.jsonl:1: field 'stance_gna' missing"):
         main([str(trained_run / "best"), "--source", str(tmp_path / "src"), "--labels", str(labels_file)])
+    labels_file.write_text(json.dumps(labels[1]) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"labels.jsonl:2: not a JSON object"):
+        main([str(trained_run / "best"), "--source", str(tmp_path / "src"), "--labels", str(labels_file)])
