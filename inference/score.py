@@ -493,7 +493,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RecordFileError, ModelFolderError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        close_process_group()
     return code
+
+
+def close_process_group() -> None:
+    """Tear down a multi-process run's process group before the interpreter exits. Left to the
+    exit-time destructors, gloo's worker threads can be destroyed while still running, and that
+    rank aborts ("terminate called without an active exception") after its work is done."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
