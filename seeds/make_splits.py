@@ -6,7 +6,7 @@ New writers' parts (``parts/part_<writer>_NN.jsonl``, checked by ``check_part.py
 ``articles.jsonl`` (an id already there is an error); then the corpus is split.
 
 The split is deterministic and stratified: articles are grouped by (topic, framing), ordered
-inside each group by the SHA-1 of their id, and dealt out. Two generations are dealt separately
+inside each group by the SHA-1 of their id, and dealt out. Each generation is dealt separately
 so that growing the corpus never moves an article between splits:
 
 * seeds v1 (writers p1-p6, 420 articles): 70/15/15, exactly the v1 split;
