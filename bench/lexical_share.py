@@ -22,6 +22,25 @@ import numpy as np
 from bench.common import model_folder_parser, report
 
 
+def load_with_lexical(folder: Path) -> Any:
+    """A trained folder's Classifier; an error if it saved no TF-IDF model to mix with."""
+    from inference import Classifier
+
+    clf = Classifier.from_pretrained(folder)
+    if clf.lexical is None:
+        raise SystemExit(f"{folder}: no TF-IDF model saved (train.fuse_lexical was off)")
+    return clf
+
+
+def systems_of(clf: Any, raw: dict, lex: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Predicted ids per task of the transformer alone, TF-IDF and the mix at the folder's weights."""
+    from model.lexical import fuse
+
+    names = [t.name for t in clf.tasks]
+    return {"alone": {n: raw[n].argmax(1) for n in names}, "tfidf": {n: lex[n].argmax(1) for n in names},
+            "shipped": {n: fuse(raw[n], lex[n], clf.lexical_weight(n)).argmax(1) for n in names}}
+
+
 def scored_file(clf: Any, folder: Path, path: str) -> tuple[dict, dict, dict]:
     """Gold ids, the transformer's raw logits and the TF-IDF log-probabilities of a labelled file."""
     from training.data import load_labelled
@@ -46,14 +65,11 @@ def sides_with_lexical(alone: np.ndarray, lexical: np.ndarray, mixed: np.ndarray
 
 def compare(folder: Path, dev_file: str, test_file: str, ceilings: list[float],
             capped: list[str] | None = None) -> dict[str, Any]:
-    from inference import Classifier
     from model.lexical import fuse
     from training.finalize import choose_lexical_weight
     from training.metrics import macro_f1_from_ids, paired_bootstrap
 
-    clf = Classifier.from_pretrained(folder)
-    if clf.lexical is None:
-        raise SystemExit(f"{folder}: no TF-IDF model saved (train.fuse_lexical was off)")
+    clf = load_with_lexical(folder)
     tasks = {t.name: t for t in clf.tasks}
     capped = capped if capped is not None else [n for n in tasks if n.startswith("stance")]
     dev_gold, dev_raw, dev_lex = scored_file(clf, folder, dev_file)

@@ -72,12 +72,9 @@ def source_files(source: Path) -> list[Path]:
 
 def scored(folder: Path, records: list[dict[str, Any]]) -> tuple[Any, dict, dict, dict]:
     """The model, gold label ids, the transformer's raw logits and TF-IDF's log-probabilities."""
-    from bench.lexical_share import scored_file
-    from inference import Classifier
+    from bench.lexical_share import load_with_lexical, scored_file
 
-    clf = Classifier.from_pretrained(folder)
-    if clf.lexical is None:
-        raise SystemExit(f"{folder}: no TF-IDF model saved (train.fuse_lexical was off)")
+    clf = load_with_lexical(folder)
     with tempfile.TemporaryDirectory() as tmp:  # the model reads the file as it read its own data
         path = Path(tmp) / "real.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
@@ -85,21 +82,13 @@ def scored(folder: Path, records: list[dict[str, Any]]) -> tuple[Any, dict, dict
     return clf, gold, raw, lex
 
 
-def systems_of(clf: Any, raw: dict, lex: dict) -> dict[str, dict[str, np.ndarray]]:
-    """Predicted ids per task of the transformer alone, TF-IDF and the mix at the folder's weights."""
-    from model.lexical import fuse
-
-    names = [t.name for t in clf.tasks]
-    return {"alone": {n: raw[n].argmax(1) for n in names}, "tfidf": {n: lex[n].argmax(1) for n in names},
-            "shipped": {n: fuse(raw[n], lex[n], clf.lexical_weight(n)).argmax(1) for n in names}}
-
-
 def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = None,
             baseline: Path | None = None) -> dict[str, Any]:
     """Scores of ``folder`` on ``records``; with ``baseline`` (another model folder with the same
     tasks), also the paired bootstrap of this model's shipped mix minus the baseline's."""
+    from bench.lexical_share import systems_of
     from model.lexical import fuse
-    from training.metrics import macro_f1_from_ids, paired_bootstrap
+    from training.metrics import macro_f1_from_ids, paired_bootstrap, task_metrics
 
     clf, gold, raw, lex = scored(folder, records)
     systems = systems_of(clf, raw, lex)
@@ -131,9 +120,8 @@ def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = No
         from training.plots import confusion_png
 
         for n, t in tasks.items():
-            cm = np.bincount(gold[n] * len(t.labels) + systems["shipped"][n],
-                             minlength=len(t.labels) ** 2).reshape(len(t.labels), -1)
-            confusion_png(plots / f"confusion_{n}.png", cm.tolist(), t.labels,
+            confusion = task_metrics(gold[n], systems["shipped"][n], t.labels)["confusion"]
+            confusion_png(plots / f"confusion_{n}.png", confusion, t.labels,
                           f"{n}: shipped mix on {len(records)} real articles")
     return out
 

@@ -54,19 +54,17 @@ def parse_topic_map(text: str | None) -> dict[str, str]:
 
 def check(folder: Path, file: Path, topic_map: dict[str, str], label_field: str = "topic",
           task: str = "topic") -> dict[str, Any]:
-    from inference import Classifier
+    from bench.lexical_share import load_with_lexical, systems_of
     from model.lexical import fuse
 
-    clf = Classifier.from_pretrained(folder)
-    if clf.lexical is None:
-        raise SystemExit(f"{folder}: no TF-IDF model saved (train.fuse_lexical was off)")
+    clf = load_with_lexical(folder)
     records = [r for r in read_records(file) if isinstance(r.get("text"), str) and r["text"].strip()]
     prepared = [clf.prepare(r["text"], r.get("title")) for r in records]
     raw, lexical = clf.logits_prepared(prepared), clf.lexical.log_proba(prepared)
+    shipped = systems_of(clf, raw, lexical)
 
     def systems(name: str, stance: bool) -> dict[str, np.ndarray]:
-        out = {"alone": raw[name].argmax(1), "tfidf": lexical[name].argmax(1),
-               "shipped": fuse(raw[name], lexical[name], clf.lexical_weight(name)).argmax(1)}
+        out = {system: preds[name] for system, preds in shipped.items()}
         for ceiling in CEILINGS if stance else ():
             weight = min(clf.lexical_weight(name), ceiling)
             out[f"ceiling {ceiling}"] = fuse(raw[name], lexical[name], weight).argmax(1)
