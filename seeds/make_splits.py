@@ -12,7 +12,8 @@ so that growing the corpus never moves an article between splits:
 * seeds v1 (writers p1-p6, 420 articles): 70/15/15, exactly the v1 split;
 * seeds v2 (writers p7-p11): 61/15/24, so that the whole corpus reaches a test split of
   300+ and a dev split of 200+ articles, with v1's 60/60 inside them;
-* seeds v3 (writers p12 and later): 70/15/15.
+* seeds v3 (writers p12-p15): 70/15/15;
+* seeds v4 (writers p18 and later): 70/15/15.
 
 The same corpus always gives the same split.
 """
@@ -29,8 +30,10 @@ HERE = Path(__file__).resolve().parent
 SHARES = (("train", 0.70), ("dev", 0.15), ("test", 0.15))  # seeds v1
 SHARES_V2 = (("train", 0.61), ("dev", 0.15), ("test", 0.24))
 SHARES_V3 = SHARES
+SHARES_V4 = SHARES
 V1_WRITERS = {"p1", "p2", "p3", "p4", "p5", "p6"}
 V2_WRITERS = {"p7", "p8", "p9", "p10", "p11"}
+V3_WRITERS = {"p12", "p13", "p14", "p15"}
 FIELDS = ("id", "title", "text", "topic", "stance_gna", "stance_haftar", "date", "outlet_style", "difficulty",
           "hard_kind")
 
@@ -45,15 +48,18 @@ def framing(record: dict) -> str:
 
 
 def generation(record: dict) -> str:
-    """``v1`` for the first 420 articles (writers p1-p6), ``v2`` for p7-p11, ``v3`` for later writers."""
+    """``v1`` for the first 420 articles (writers p1-p6), ``v2`` for p7-p11, ``v3`` for p12-p15, ``v4`` after."""
     writer = record["id"].split("-")[0]
-    return "v1" if writer in V1_WRITERS else "v2" if writer in V2_WRITERS else "v3"
+    for gen, writers in (("v1", V1_WRITERS), ("v2", V2_WRITERS), ("v3", V3_WRITERS)):
+        if writer in writers:
+            return gen
+    return "v4"
 
 
 def split_of(records: list[dict]) -> dict[str, str]:
     """``id -> train|dev|test`` for every record (see the module docstring)."""
     out = {}
-    for gen, shares in (("v1", SHARES), ("v2", SHARES_V2), ("v3", SHARES_V3)):
+    for gen, shares in (("v1", SHARES), ("v2", SHARES_V2), ("v3", SHARES_V3), ("v4", SHARES_V4)):
         out.update(_deal([r for r in records if generation(r) == gen], shares))
     return out
 

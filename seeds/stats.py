@@ -61,6 +61,10 @@ WRITERS = {
     "p13": "v3, who is 'the army': Jan–Oct 2020, Berlin to the Geneva ceasefire",
     "p14": "v3, who is 'the army': Nov 2020–2021, unity government, elections, the east",
     "p15": "v3, who is 'the army': 2019–2021, the armies in daily life; topic border cases",
+    "p18": "v4, the region's outlets: Egyptian and Gulf press and channels",
+    "p19": "v4, the region's outlets: Qatari, Turkish Arabic, London pan-Arab and Islamist-leaning sites",
+    "p20": "v4, the region's outlets: Western, Russian and Chinese Arabic services, wires' Arabic desks",
+    "p21": "v4, the region's outlets: Maghreb press; Libyan local and municipal sites",
 }
 
 
@@ -172,9 +176,9 @@ def compute(with_tokens: bool = True) -> str:
 
     add("\n### Writer × split\n")
     add(crosstab(records, split_of, lambda r: r["id"].split("-")[0], list(WRITERS)))
-    add("\n### Generation × split (v1: writers p1–p6; v2: p7–p11; v3: p12 and later; `make_splits.py` deals each"
+    add("\n### Generation × split (v1: writers p1–p6; v2: p7–p11; v3: p12–p15; v4: p18 and later; `make_splits.py` deals each"
         " separately)\n")
-    add(crosstab(records, split_of, make_splits.generation, ["v1", "v2", "v3"]))
+    add(crosstab(records, split_of, make_splits.generation, ["v1", "v2", "v3", "v4"]))
     add("\n### Topic × split\n")
     add(crosstab(records, split_of, lambda r: r["topic"], ["military", "politics", "economy", "health", "society"]))
     for task in ("stance_gna", "stance_haftar"):

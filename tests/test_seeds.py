@@ -148,8 +148,9 @@ def test_make_dump_metadata_follow_the_lead_article(tmp_path: Path) -> None:
 
 def test_growing_the_corpus_moves_no_article_between_splits(seeds: dict[str, list[dict]],
                                                             make_splits: ModuleType) -> None:
-    """Each generation is dealt alone: v1 and v2 articles keep their split now that v3 exists."""
-    older = [r for r in seeds["articles"] if make_splits.generation(r) != "v3"]
-    assert len(older) == 1517 and len(seeds["articles"]) - len(older) >= 150
+    """Each generation is dealt alone: v1-v3 articles keep their split now that v4 exists."""
+    older = [r for r in seeds["articles"] if make_splits.generation(r) != "v4"]
+    assert len(older) == 1717 and len(seeds["articles"]) - len(older) >= 150
+    assert sum(make_splits.generation(r) == "v3" for r in older) == 200
     after = make_splits.split_of(seeds["articles"])
     assert {i: after[i] for i in make_splits.split_of(older)} == make_splits.split_of(older)
