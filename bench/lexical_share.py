@@ -14,6 +14,7 @@ share where the mix sides with TF-IDF. No training; the model folder is not chan
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +33,36 @@ def load_with_lexical(folder: Path) -> Any:
     return clf
 
 
-def systems_of(clf: Any, raw: dict, lex: dict) -> dict[str, dict[str, np.ndarray]]:
-    """Predicted ids per task of the transformer alone, TF-IDF and the mix at the folder's weights."""
+def systems_of(clf: Any, raw: dict, lex: dict, prepared: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Predicted ids per task of the transformer alone, TF-IDF and the mix at the folder's weights.
+
+    Given the ``prepared`` texts, ``shipped`` is what users get (the mix, then ``none`` where a
+    task's target is never named: ``Classifier.silence_absent_targets``) and, for a model whose
+    tasks declare ``mentions``, ``mix, no gate`` is the mix before that step.
+    """
     from model.lexical import fuse
 
     names = [t.name for t in clf.tasks]
-    return {"alone": {n: raw[n].argmax(1) for n in names}, "tfidf": {n: lex[n].argmax(1) for n in names},
-            "shipped": {n: fuse(raw[n], lex[n], clf.lexical_weight(n)).argmax(1) for n in names}}
+    mixed = {n: fuse(raw[n], lex[n], clf.lexical_weight(n)) for n in names}
+    out = {"alone": {n: raw[n].argmax(1) for n in names}, "tfidf": {n: lex[n].argmax(1) for n in names},
+           "shipped": {n: mixed[n].argmax(1) for n in names}}
+    if prepared is not None and any(t.mentions for t in clf.tasks):
+        gated = clf.silence_absent_targets(mixed, prepared)
+        out["mix, no gate"] = out["shipped"]
+        out["shipped"] = {n: gated[n].argmax(1) for n in names}
+    return out
 
 
-def scored_file(clf: Any, folder: Path, path: str) -> tuple[dict, dict, dict]:
-    """Gold ids, the transformer's raw logits and the TF-IDF log-probabilities of a labelled file."""
+def scored_file(clf: Any, folder: Path, path: str) -> tuple[dict, dict, dict, list[str]]:
+    """Gold ids, the transformer's raw logits, the TF-IDF log-probabilities and the prepared texts
+    of a labelled file."""
     from training.data import load_labelled
     from training.evaluate import data_args_of
 
     articles = load_labelled(path, data_args_of(folder), clf.tasks, clf.pre)
     prepared = [a.prepared for a in articles]
     gold = {t.name: np.array([a.labels[i] for a in articles]) for i, t in enumerate(clf.tasks)}
-    return gold, clf.logits_prepared(prepared), clf.lexical.log_proba(prepared)
+    return gold, clf.logits_prepared(prepared), clf.lexical.log_proba(prepared), prepared
 
 
 def sides_with_lexical(alone: np.ndarray, lexical: np.ndarray, mixed: np.ndarray) -> tuple[int, float | None]:
@@ -72,8 +85,8 @@ def compare(folder: Path, dev_file: str, test_file: str, ceilings: list[float],
     clf = load_with_lexical(folder)
     tasks = {t.name: t for t in clf.tasks}
     capped = capped if capped is not None else [n for n in tasks if n.startswith("stance")]
-    dev_gold, dev_raw, dev_lex = scored_file(clf, folder, dev_file)
-    gold, raw, lex = scored_file(clf, folder, test_file)
+    dev_gold, dev_raw, dev_lex, _ = scored_file(clf, folder, dev_file)
+    gold, raw, lex, _ = scored_file(clf, folder, test_file)
     n_labels = {n: len(t.labels) for n, t in tasks.items()}
     tfidf = {n: lex[n].argmax(1) for n in tasks}
     alone = {n: raw[n].argmax(1) for n in tasks}

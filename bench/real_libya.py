@@ -70,16 +70,17 @@ def source_files(source: Path) -> list[Path]:
     return sorted(source.glob("*.jsonl*")) if source.is_dir() else [source]
 
 
-def scored(folder: Path, records: list[dict[str, Any]]) -> tuple[Any, dict, dict, dict]:
-    """The model, gold label ids, the transformer's raw logits and TF-IDF's log-probabilities."""
+def scored(folder: Path, records: list[dict[str, Any]]) -> tuple[Any, dict, dict, dict, list[str]]:
+    """The model, gold label ids, the transformer's raw logits, TF-IDF's log-probabilities and the
+    prepared texts."""
     from bench.lexical_share import load_with_lexical, scored_file
 
     clf = load_with_lexical(folder)
     with tempfile.TemporaryDirectory() as tmp:  # the model reads the file as it read its own data
         path = Path(tmp) / "real.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-        gold, raw, lex = scored_file(clf, folder, str(path))
-    return clf, gold, raw, lex
+        gold, raw, lex, prepared = scored_file(clf, folder, str(path))
+    return clf, gold, raw, lex, prepared
 
 
 def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = None,
@@ -90,8 +91,8 @@ def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = No
     from model.lexical import fuse
     from training.metrics import macro_f1_from_ids, paired_bootstrap, task_metrics
 
-    clf, gold, raw, lex = scored(folder, records)
-    systems = systems_of(clf, raw, lex)
+    clf, gold, raw, lex, prepared = scored(folder, records)
+    systems = systems_of(clf, raw, lex, prepared)
     tasks = {t.name: t for t in clf.tasks}
     n_labels = {n: len(t.labels) for n, t in tasks.items()}
 
@@ -110,10 +111,10 @@ def compare(folder: Path, records: list[dict[str, Any]], plots: Path | None = No
         out[f"{a} − {b}"] = paired_bootstrap(gold, systems[a], systems[b], n_labels, present_only=True)
     out["weight_sweep"] = {n: {str(w): f1(n, fuse(raw[n], lex[n], w).argmax(1)) for w in WEIGHTS} for n in tasks}
     if baseline is not None:
-        base_clf, _, base_raw, base_lex = scored(baseline, records)
+        base_clf, _, base_raw, base_lex, base_prepared = scored(baseline, records)
         if [(t.name, list(t.labels)) for t in base_clf.tasks] != [(n, list(t.labels)) for n, t in tasks.items()]:
             raise SystemExit(f"{baseline}: its tasks or labels differ from {folder}'s")
-        base = systems_of(base_clf, base_raw, base_lex)["shipped"]
+        base = systems_of(base_clf, base_raw, base_lex, base_prepared)["shipped"]
         out["baseline"] = {"model": str(baseline), **{n: f1(n, base[n]) for n in tasks}}
         out["shipped − baseline"] = paired_bootstrap(gold, systems["shipped"], base, n_labels, present_only=True)
     if plots is not None:

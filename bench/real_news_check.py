@@ -61,7 +61,7 @@ def check(folder: Path, file: Path, topic_map: dict[str, str], label_field: str 
     records = [r for r in read_records(file) if isinstance(r.get("text"), str) and r["text"].strip()]
     prepared = [clf.prepare(r["text"], r.get("title")) for r in records]
     raw, lexical = clf.logits_prepared(prepared), clf.lexical.log_proba(prepared)
-    shipped = systems_of(clf, raw, lexical)
+    shipped = systems_of(clf, raw, lexical, prepared)
 
     def systems(name: str, stance: bool) -> dict[str, np.ndarray]:
         out = {system: preds[name] for system, preds in shipped.items()}

@@ -32,6 +32,10 @@ Text = str | Mapping[str, Any]
 # padded to its own exact length, a long scoring run kept meeting new shapes and kept growing
 # (+430 MB between 2k and 20k articles). Padding is masked, so results do not change.
 PAD_MULTIPLE = 16
+# The logit of every label but ``none`` on an article that never names a task's target: far enough
+# below 0 that softmax gives ``none`` probability 1 at any fitted temperature, finite so that
+# log-probabilities and argmax stay well defined.
+ABSENT_LOGIT = -1.0e4
 
 
 class UncalibratedWarning(UserWarning):
@@ -186,14 +190,31 @@ class Classifier:
         return raw
 
     def fused_logits(self, raw: dict[str, np.ndarray], prepared: Sequence[str]) -> dict[str, np.ndarray]:
-        """The transformer's article logits mixed with the folder's lexical (TF-IDF) model, per
-        task by the ``lexical_weight`` fitted on dev; unchanged for tasks with weight 0 or
-        folders without a lexical model (see :mod:`model.lexical`)."""
+        """What users get from the transformer's article logits: mixed with the folder's lexical
+        (TF-IDF) model, per task by the ``lexical_weight`` fitted on dev (unchanged for tasks with
+        weight 0 or folders without a lexical model, see :mod:`model.lexical`), then ``none`` for
+        certain on articles that mention none of a task's ``mentions`` (:class:`model.schema.Task`)."""
         weights = {name: self.lexical_weight(name) for name in raw}
-        if self.lexical is None or not any(weights.values()):
-            return raw
-        lexical = self.lexical.log_proba(prepared)
-        return {name: fuse(value, lexical[name], weights[name]) for name, value in raw.items()}
+        if self.lexical is not None and any(weights.values()):
+            lexical = self.lexical.log_proba(prepared)
+            raw = {name: fuse(value, lexical[name], weights[name]) for name, value in raw.items()}
+        return self.silence_absent_targets(raw, prepared)
+
+    def silence_absent_targets(self, logits: dict[str, np.ndarray], prepared: Sequence[str]) -> dict[str, np.ndarray]:
+        """Logits where every article that mentions none of a task's ``mentions`` reads ``none``
+        (probability 1 after any temperature); tasks without ``mentions`` pass unchanged.
+
+        >>> clf.silence_absent_targets(clf.logits_prepared(texts), texts)  # doctest: +SKIP
+        """
+        out = dict(logits)
+        for task in self.tasks:
+            absent = task.absent(prepared)
+            if task.name in out and absent.any():
+                value = np.array(out[task.name], copy=True)
+                value[absent] = ABSENT_LOGIT
+                value[absent, task.label2id["none"]] = 0.0
+                out[task.name] = value
+        return out
 
     def lexical_weight(self, task: str) -> float:
         return float(self.calibration.get(task, {}).get("lexical_weight", 0.0))
@@ -237,6 +258,9 @@ class Classifier:
             raw = self.fused_logits(raw, prepared)
         elif self.lexical is not None and any(self.lexical_weight(t.name) for t in self.tasks):
             raise ValueError("this model mixes in a lexical (TF-IDF) model: pass the prepared texts too")
+        elif any(t.mentions for t in self.tasks):
+            raise ValueError("this model's tasks declare mentions (targets an article must name): pass the "
+                             "prepared texts too")
         return {name: _softmax(value / self.temperature(name)) for name, value in raw.items()}
 
     @torch.inference_mode()

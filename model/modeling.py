@@ -36,7 +36,7 @@ POOLINGS = ("cls", "mean")
 class MultiTaskConfig(PreTrainedConfig):
     """Encoder config plus the task schema.
 
-    ``tasks`` is a list of ``{"name", "id2label", "weight", "class_weights"}``
+    ``tasks`` is a list of ``{"name", "id2label", "weight", "class_weights", "mentions"}``
     dicts, so ``config.json`` alone tells which label each output index means.
     """
 
@@ -88,6 +88,7 @@ class MultiTaskConfig(PreTrainedConfig):
                 labels=tuple(self.task_labels(t["name"])),
                 weight=t.get("weight", 1.0),
                 class_weights=tuple(t["class_weights"]) if t.get("class_weights") else None,
+                mentions=tuple(t.get("mentions") or ()),
             )
             for t in self.tasks
         ]
@@ -100,6 +101,7 @@ def _task_entry(task: Task) -> dict[str, Any]:
         "id2label": {str(i): label for i, label in enumerate(task.labels)},
         "weight": task.weight,
         "class_weights": list(weights) if weights else None,
+        "mentions": list(task.mentions),
     }
 
 

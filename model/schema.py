@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -29,16 +31,36 @@ class Task:
 
     ``class_weights`` is ``None`` (plain cross-entropy), ``"auto"`` (inverse label
     frequency in the training split) or one weight per label.
+
+    ``mentions`` (optional) are regular expressions naming the task's target: an article whose
+    text matches none of them is given the label ``none`` with certainty, whatever the network
+    reads. The annotation guide's rule "``none`` when the target is absent", kept by
+    construction, so that a dump's articles about other countries' wars get no stance toward
+    Libyan camps. Only tasks with a ``none`` label may declare them.
+
+    >>> task = Task("stance_haftar", ("favor", "against", "none"), mentions=("حفتر", "ليبي"))
+    >>> task.absent(["passage: قوات حفتر", "passage: مباراة الأهلي"])
+    array([False,  True])
     """
 
     name: str
     labels: tuple[str, ...]
     weight: float = 1.0
     class_weights: str | tuple[float, ...] | None = None
+    mentions: tuple[str, ...] = ()
     label2id: dict[str, int] = field(init=False, repr=False, compare=False)
+    _mention: re.Pattern | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label2id", {label: i for i, label in enumerate(self.labels)})
+        object.__setattr__(self, "_mention", re.compile("|".join(f"(?:{m})" for m in self.mentions))
+                           if self.mentions else None)
+
+    def absent(self, texts: Sequence[str]) -> np.ndarray:
+        """Per text, whether it mentions none of ``mentions`` (all ``False`` when none are declared)."""
+        if self._mention is None:
+            return np.zeros(len(texts), dtype=bool)
+        return np.array([self._mention.search(text) is None for text in texts], dtype=bool)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -50,6 +72,8 @@ class Task:
             out["class_weights"] = (
                 self.class_weights if isinstance(self.class_weights, str) else list(self.class_weights)
             )
+        if self.mentions:
+            out["mentions"] = list(self.mentions)
         return out
 
 
@@ -66,10 +90,10 @@ def parse_tasks(raw: Any, where: str = "tasks") -> list[Task]:
         here = f"{where}[{i}]"
         if not isinstance(item, dict):
             raise SchemaError(f"{here}: expected a mapping with 'name' and 'labels', got {item!r}")
-        unknown = set(item) - {"name", "labels", "weight", "class_weights"}
+        unknown = set(item) - {"name", "labels", "weight", "class_weights", "mentions"}
         if unknown:
             raise SchemaError(
-                f"{here}: unknown key(s) {sorted(unknown)}; allowed: name, labels, weight, class_weights"
+                f"{here}: unknown key(s) {sorted(unknown)}; allowed: name, labels, weight, class_weights, mentions"
             )
         name = item.get("name")
         if not isinstance(name, str) or not TASK_NAME.match(name):
@@ -83,6 +107,7 @@ def parse_tasks(raw: Any, where: str = "tasks") -> list[Task]:
                 labels=_parse_labels(item.get("labels"), f"{here}.labels ({name})"),
                 weight=_parse_weight(item.get("weight", 1.0), f"{here}.weight ({name})"),
                 class_weights=_parse_class_weights(item.get("class_weights"), len(item["labels"]), here),
+                mentions=_parse_mentions(item.get("mentions"), item["labels"], f"{here}.mentions ({name})"),
             )
         )
     return tasks
@@ -116,6 +141,22 @@ def _parse_class_weights(value: Any, n_labels: int, where: str) -> str | tuple[f
     raise SchemaError(
         f"{where}.class_weights: expected 'auto', null or {n_labels} positive numbers, got {value!r}"
     )
+
+
+def _parse_mentions(value: Any, labels: list[str], where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(isinstance(m, str) and m.strip() for m in value):
+        raise SchemaError(f"{where}: expected a non-empty list of regular expressions, got {value!r}")
+    if "none" not in labels:
+        raise SchemaError(f"{where}: an article mentioning none of them is labelled 'none', "
+                          f"but the task's labels {labels} have no 'none'")
+    for m in value:
+        try:
+            re.compile(m)
+        except re.error as e:
+            raise SchemaError(f"{where}: {m!r} is not a regular expression ({e})") from None
+    return tuple(value)
 
 
 def inverse_frequency_weights(counts: Sequence[int]) -> tuple[float, ...]:

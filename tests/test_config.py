@@ -62,6 +62,10 @@ def test_typed_overrides_and_bare_keys(tmp_path: Path) -> None:
         (BASE, ["train.max_lexical_weight={topic: high}"], "max_lexical_weight.topic: expected float, got 'high'"),
         (BASE, ["train.max_lexical_weight=0.5"], "train.max_lexical_weight: expected dict"),
         (BASE.replace("name: topic", "name: topic, colour: red"), [], "unknown key(s) ['colour']"),
+        (BASE.replace("[a, b, c]}", "[a, b, c], mentions: [x]}"), [], "task's labels ['a', 'b', 'c'] have no 'none'"),
+        (BASE.replace("[a, b, c]}", "[a, b, none], mentions: ['(x']}"), [], "'(x' is not a regular expression"),
+        (BASE.replace("[a, b, c]}", "[a, b, none], mentions: []}"), [], "expected a non-empty list of regular"),
+        (BASE.replace("[a, b, c]}", "[a, b, none], mentions: nowhere.txt}"), [], "tasks[0].mentions: cannot read"),
     ],
 )
 def test_config_errors_are_clear(tmp_path: Path, text: str, overrides: list[str], message: str) -> None:
@@ -82,3 +86,30 @@ def test_process_group_timeout_and_pickle_opt_in(tmp_path: Path) -> None:
     assert defaults.train.process_group_timeout == 7200 and defaults.model.allow_pickle_weights is False
     with pytest.raises(ConfigError, match="train.process_group_timeout must be at least 1"):
         load_config(write(tmp_path, BASE), ["train.process_group_timeout=0"])
+
+
+def test_mentions_file_is_read_next_to_the_config_and_saved_expanded(tmp_path: Path) -> None:
+    (tmp_path / "targets.txt").write_text("# who the stance is about\nحفتر\n\nليبي(?!ري)\n", encoding="utf-8")
+    text = BASE.replace("[a, b, c]}", "[favor, against, none], mentions: targets.txt}")
+    cfg = load_config(write(tmp_path, text))
+    assert cfg.tasks[0].mentions == ("حفتر", "ليبي(?!ري)")
+    assert cfg.to_dict()["tasks"][0]["mentions"] == ["حفتر", "ليبي(?!ري)"]  # the run's saved config stands alone
+    assert cfg.tasks[0].absent(["قوات حفتر", "انتخابات ليبيريا", "الليبيون"]).tolist() == [False, True, False]
+
+
+def test_shipped_libya_configs_name_the_targets_of_every_stance_article() -> None:
+    """The default schema's gate never silences a seeds article that has a stance: an article that
+    takes a side toward a Libyan camp names Libya, a Libyan place or one of its actors."""
+    import json
+
+    from model.preprocess import build_preprocessing
+
+    cfg = load_config("configs/demo.yaml")
+    stance_tasks = [t for t in cfg.tasks if t.mentions]
+    assert [t.name for t in stance_tasks] == ["stance_gna", "stance_haftar"]
+    records = [json.loads(line) for line in Path("seeds/articles.jsonl").read_text(encoding="utf-8").splitlines()]
+    pre = build_preprocessing(cfg.model)  # the text the gate sees: normalised title + opening, as predicted
+    texts = [pre.prepare(r["text"], r["title"]) for r in records]
+    for task in stance_tasks:
+        silenced = [r["id"] for r, gone in zip(records, task.absent(texts)) if gone and r[task.name] != "none"]
+        assert len(silenced) <= 1, silenced  # p7-218 names only a Tripoli district shared with Iraq

@@ -459,3 +459,34 @@ def test_summary_says_whether_the_scores_are_calibrated(model_dir: Path, dump: P
     calibrated, _ = score.run_scoring(score.parse_args(["--model", str(model_dir), "--input", str(dump),
                                                         "--output", str(tmp_path / "cal.jsonl")]))
     assert calibrated.calibrated is True
+
+
+def test_an_article_that_never_names_the_target_reads_none(model_dir: Path, clf: Classifier, tmp_path: Path) -> None:
+    """A task's ``mentions`` (saved in config.json) make ``none`` certain where the target is never
+    named, through every way of scoring; articles that name it keep the network's reading."""
+    import shutil
+
+    gated = tmp_path / "gated"
+    shutil.copytree(model_dir, gated)
+    config = json.loads((gated / "config.json").read_text(encoding="utf-8"))
+    for task in config["tasks"]:
+        if task["name"] == "stance_haftar":
+            task["mentions"] = ["حفتر"]
+    (gated / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    gated_clf = Classifier.from_pretrained(gated, device="cpu")
+
+    texts = ["قوات حفتر تتقدم نحو العاصمة", "مباراة الأهلي والزمالك تنتهي بالتعادل"]
+    plain, after = clf.predict_proba(texts), gated_clf.predict_proba(texts)
+    none = clf.labels("stance_haftar").index("none")
+    assert after["stance_haftar"][1].tolist() == [1.0 if j == none else 0.0 for j in range(3)]
+    np.testing.assert_allclose(after["stance_haftar"][0], plain["stance_haftar"][0], rtol=1e-6)
+    np.testing.assert_allclose(after["stance_gna"], plain["stance_gna"], rtol=1e-6)  # no mentions: unchanged
+    assert gated_clf.predict(texts)[1]["stance_haftar"] == {"label": "none", "score": 1.0,
+                                                           "probs": {"favor": 0.0, "against": 0.0, "none": 1.0}}
+
+    prepared = [gated_clf.prepare(t) for t in texts]
+    windows = gated_clf.pre.windows(gated_clf.tokenizer, prepared)
+    by_windows = gated_clf.predict_proba_windows(windows, prepared=prepared)
+    np.testing.assert_allclose(by_windows["stance_haftar"], after["stance_haftar"], rtol=1e-6)
+    with pytest.raises(ValueError, match="prepared texts"):
+        gated_clf.predict_proba_windows(windows)

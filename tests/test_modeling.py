@@ -83,7 +83,8 @@ def test_class_weights() -> None:
 
 
 def test_save_load_round_trip(backbone: str, tmp_path: Path) -> None:
-    weighted = [Task("topic", TASKS[0].labels, class_weights=(1.0, 2.0, 3.0)), TASKS[1]]
+    weighted = [Task("topic", TASKS[0].labels, class_weights=(1.0, 2.0, 3.0)),
+                Task("stance", TASKS[1].labels, 0.5, mentions=("حفتر", "ليبي(?!ري)"))]
     model = MultiTaskClassifier.from_backbone(backbone, weighted, pooling="mean").eval()
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     pre = Preprocessing(max_length=64, stride=8)
@@ -92,6 +93,7 @@ def test_save_load_round_trip(backbone: str, tmp_path: Path) -> None:
     loaded, tok2, pre2, calibration = load_model_folder(tmp_path / "m")
     assert loaded.config.schema() == model.config.schema()
     assert loaded.config.task_labels("stance") == ["favor", "against", "none"]
+    assert loaded.config.schema()[1].mentions == ("حفتر", "ليبي(?!ري)")  # the target words travel with the model
     assert pre2 == pre and calibration["topic"]["temperature"] == 1.5
     inputs = batch(tok2)
     with torch.no_grad():

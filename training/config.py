@@ -172,7 +172,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: name must be a non-empty string")
     try:
-        tasks = parse_tasks(raw.get("tasks"), where=f"{where}: tasks")
+        tasks = parse_tasks(_read_mention_files(raw.get("tasks"), path, where), where=f"{where}: tasks")
     except SchemaError as e:
         raise ConfigError(str(e)) from e
     for attr in ("train_file", "dev_file", "test_file"):
@@ -182,6 +182,26 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     cfg = RunConfig(name=name, tasks=tasks, **sections)
     _check_choices(cfg, where)
     return cfg
+
+
+def _read_mention_files(tasks: Any, path: str | Path | None, where: str) -> Any:
+    """Tasks whose ``mentions`` is a file name (relative to the config's folder) get the file's
+    lines instead: one regular expression a line, blank lines and ``#`` comments skipped. Several
+    configs then share one list, and the run's saved config holds the expanded list."""
+    if not isinstance(tasks, list):
+        return tasks
+    folder = Path(path).parent if path is not None else Path.cwd()
+    out = []
+    for i, task in enumerate(tasks):
+        if isinstance(task, dict) and isinstance(task.get("mentions"), str):
+            file = folder / task["mentions"]
+            try:
+                lines = file.read_text(encoding="utf-8").splitlines()
+            except OSError as e:
+                raise ConfigError(f"{where}: tasks[{i}].mentions: cannot read {file} ({e.strerror})") from None
+            task = {**task, "mentions": [s for s in (line.strip() for line in lines) if s and not s.startswith("#")]}
+        out.append(task)
+    return out
 
 
 def _build_section(name: str, values: Any, where: str) -> Any:
