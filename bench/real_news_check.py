@@ -9,12 +9,14 @@ file here, so the shipped weight is clipped, not re-chosen as ``bench/lexical_sh
 
 * **false stance**: among the articles that name no Libyan actor or place (``LIBYA_WORDS``), the
   share given a stance (any label but ``none``) toward each actor. Every such call is an error: a
-  report on an Egyptian budget or a football match takes no side on the GNA.
+  report on an Egyptian budget or a football match takes no side on the GNA. For a model whose
+  stance tasks declare ``mentions`` (the Libya configs), ``shipped`` includes that gate and is 0 by
+  construction here; ``mix, no gate`` is what the network and TF-IDF read (docs/results.md §0e).
 * **topic by mapping** (``--topic-map``): where the file's own label has a clear counterpart in the
   model's schema (an economy desk's story is ``economy``), the share of those articles the model
   puts there.
 
-The seeds the model was trained on are written for the project; real articles (ANT: 2019–2020
+The seeds the model was trained on are written for the project; real articles (ANT: 2018
 outlets across the Arab world) show whether what the model learned carries over to other hands.
 Writes ``bench/out/real_news_check.json``.
 """
