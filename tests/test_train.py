@@ -80,11 +80,18 @@ def test_folder_without_calibration_says_so(trained_run: Path, tmp_path: Path) -
 @pytest.mark.slow
 def test_best_is_calibrated_without_finalisation(small_corpus: dict, tmp_path: Path) -> None:
     """`best/` used to get calibration.json only from finalisation: after a kill or --no-finalize
-    its scores were silently uncalibrated."""
+    its scores were silently uncalibrated. The same run checks that a task's ``mentions`` reach the
+    saved model when its class weights are resolved (``auto``) at training time."""
     out = tmp_path / "run"
-    result = run(train_command("configs/tiny.yaml", *corpus_overrides(small_corpus, out), "train.epochs=1",
+    config = (ROOT / "configs" / "tiny.yaml").read_text(encoding="utf-8").replace(
+        "{name: stance_haftar, labels: [favor, against, none]}",
+        "{name: stance_haftar, labels: [favor, against, none], class_weights: auto, mentions: [حفتر, ليبي]}")
+    (tmp_path / "tiny.yaml").write_text(config, encoding="utf-8")
+    result = run(train_command(str(tmp_path / "tiny.yaml"), *corpus_overrides(small_corpus, out), "train.epochs=1",
                                "--no-finalize"))
     assert result.returncode == 0, result.stderr[-3000:]
+    haftar = Classifier.from_pretrained(out / "best", device="cpu").tasks[2]
+    assert haftar.mentions == ("حفتر", "ليبي") and isinstance(haftar.class_weights, tuple)
     calibration = json.loads((out / "best" / "calibration.json").read_text(encoding="utf-8"))
     assert set(calibration) == {"topic", "stance_gna", "stance_haftar"}
     assert {v["fitted_when"] for v in calibration.values()} == {"training, epoch 1"}

@@ -30,7 +30,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -152,7 +152,7 @@ def with_class_weights(tasks: Sequence[Task], train: Sequence[Article]) -> list[
     """Replace ``class_weights: auto`` by inverse label frequencies of the training split."""
     counts = label_counts(train, tasks)
     return [
-        Task(t.name, t.labels, t.weight, inverse_frequency_weights(counts[t.name]))
+        replace(t, class_weights=inverse_frequency_weights(counts[t.name]))  # every other field kept (mentions)
         if t.class_weights == "auto" else t
         for t in tasks
     ]
