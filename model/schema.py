@@ -53,6 +53,8 @@ class Task:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label2id", {label: i for i, label in enumerate(self.labels)})
+        if self.mentions and "none" not in self.label2id:  # e.g. a hand-edited config.json
+            raise SchemaError(f"task {self.name!r}: mentions need a 'none' label, the labels are {list(self.labels)}")
         object.__setattr__(self, "_mention", re.compile("|".join(f"(?:{m})" for m in self.mentions))
                            if self.mentions else None)
 

@@ -78,6 +78,13 @@ def test_loss_is_weighted_sum_of_tasks(backbone: str) -> None:
     assert torch.allclose(out.loss, topic + 0.5 * stance)
 
 
+def test_mentions_without_a_none_label_are_refused_even_when_built_by_hand() -> None:
+    from model.schema import SchemaError
+
+    with pytest.raises(SchemaError, match="mentions need a 'none' label"):
+        Task("topic", ("military", "politics"), mentions=("ليبي",))
+
+
 def test_class_weights() -> None:
     assert inverse_frequency_weights([30, 10, 0]) == (0.4444, 1.3333, 1.3333)
 
