@@ -208,8 +208,10 @@ class Classifier:
         """
         out = dict(logits)
         for task in self.tasks:
+            if not task.mentions or task.name not in out:
+                continue
             absent = task.absent(prepared)
-            if task.name in out and absent.any():
+            if absent.any():
                 value = np.array(out[task.name], copy=True)
                 value[absent] = ABSENT_LOGIT
                 value[absent, task.label2id["none"]] = 0.0

@@ -29,11 +29,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SHARES = (("train", 0.70), ("dev", 0.15), ("test", 0.15))  # seeds v1
 SHARES_V2 = (("train", 0.61), ("dev", 0.15), ("test", 0.24))
-SHARES_V3 = SHARES
-SHARES_V4 = SHARES
-V1_WRITERS = {"p1", "p2", "p3", "p4", "p5", "p6"}
-V2_WRITERS = {"p7", "p8", "p9", "p10", "p11"}
-V3_WRITERS = {"p12", "p13", "p14", "p15"}
+# (generation, its writers, its shares), oldest first; writers not listed belong to the last one.
+GENERATIONS = (
+    ("v1", {"p1", "p2", "p3", "p4", "p5", "p6"}, SHARES),
+    ("v2", {"p7", "p8", "p9", "p10", "p11"}, SHARES_V2),
+    ("v3", {"p12", "p13", "p14", "p15"}, SHARES),
+    ("v4", set(), SHARES),
+)
 FIELDS = ("id", "title", "text", "topic", "stance_gna", "stance_haftar", "date", "outlet_style", "difficulty",
           "hard_kind")
 
@@ -50,16 +52,13 @@ def framing(record: dict) -> str:
 def generation(record: dict) -> str:
     """``v1`` for the first 420 articles (writers p1-p6), ``v2`` for p7-p11, ``v3`` for p12-p15, ``v4`` after."""
     writer = record["id"].split("-")[0]
-    for gen, writers in (("v1", V1_WRITERS), ("v2", V2_WRITERS), ("v3", V3_WRITERS)):
-        if writer in writers:
-            return gen
-    return "v4"
+    return next((gen for gen, writers, _ in GENERATIONS if writer in writers), GENERATIONS[-1][0])
 
 
 def split_of(records: list[dict]) -> dict[str, str]:
     """``id -> train|dev|test`` for every record (see the module docstring)."""
     out = {}
-    for gen, shares in (("v1", SHARES), ("v2", SHARES_V2), ("v3", SHARES_V3), ("v4", SHARES_V4)):
+    for gen, _, shares in GENERATIONS:
         out.update(_deal([r for r in records if generation(r) == gen], shares))
     return out
 
