@@ -214,3 +214,41 @@ def test_real_libya_joins_labels_by_id_and_scores_each_system(trained_run: Path,
     labels_file.write_text(json.dumps(labels[1]) + "\n{not json\n", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"labels.jsonl:2: not a JSON object"):
         main([str(trained_run / "best"), "--source", str(tmp_path / "src"), "--labels", str(labels_file)])
+
+
+def test_label_agreement_counts_disputes_and_adjudicates(trained_run: Path, small_corpus: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    from bench.label_agreement import main
+
+    tasks = ("topic", "stance_gna", "stance_haftar")
+    gold = seed_records("test", 24)
+    readings = [{"id": r["id"], "annotator": a, **{t: r[t] for t in tasks}} for r in gold[:10] for a in "XY"]
+    other = next(label for label in ("politics", "society") if label != gold[0]["topic"])
+    readings[0]["topic"] = readings[1]["topic"] = other  # both readers disagree with the file: disputed
+    readings[2]["stance_gna"] = "favor" if gold[1]["stance_gna"] != "favor" else "none"  # one reader only
+    second = tmp_path / "second.jsonl"
+    second.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in readings), encoding="utf-8")
+    out = tmp_path / "agreement.json"
+    main([str(trained_run / "best"), "--data", str(small_corpus["test"]), "--second", str(second), "--out", str(out)])
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["read_again"] == 10
+    groups = {t: result["tasks"][t]["groups"] for t in tasks}
+    assert sum(g.get("disputed", 0) for g in groups["topic"].values()) == 1
+    assert sum(g.get("disputed", 0) for g in groups["stance_gna"].values()) == 0  # the readers split
+    assert sum(g.get("items", 0) for g in groups["topic"].values()) == 24
+    assert sum(g.get("readings", 0) for g in groups["topic"].values()) == 20
+    assert result["tasks"]["stance_gna"]["reader_pair_agreement"] == 0.9
+    assert result["reader's ceiling"]["topic"] < 1.0 == result["reader's ceiling"]["stance_gna"]
+    assert result["adjudicated"]["tfidf"]["stance_gna"] == result["file labels"]["tfidf"]["stance_gna"]
+    reader = result["second reader as a system"]
+    assert reader["stance_haftar"]["second reader (estimated)"] == 1.0  # every reading is the file's label
+    assert reader["topic"]["second reader (estimated)"] < 1.0
+    assert reader["topic"]["shipped (exact)"] == result["file labels"]["shipped"]["topic"]
+    low, high = reader["intervals"]["second reader"]
+    assert low <= reader["mean"]["second reader (estimated)"] <= high
+    second.write_text(json.dumps({**readings[0], "topic": "sport"}) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"second.jsonl:1: topic = 'sport'"):
+        main([str(trained_run / "best"), "--data", str(small_corpus["test"]), "--second", str(second)])
+    second.write_text(json.dumps({**readings[0], "id": "nowhere"}) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="1 ids are not in"):
+        main([str(trained_run / "best"), "--data", str(small_corpus["test"]), "--second", str(second)])

@@ -79,17 +79,23 @@ def mean_macro_f1(per_task: dict[str, dict[str, Any]]) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def macro_f1_from_ids(gold: np.ndarray, pred: np.ndarray, n_labels: int, present_only: bool = False) -> float:
+def macro_f1_from_ids(gold: np.ndarray, pred: np.ndarray, n_labels: int, present_only: bool = False,
+                      weights: np.ndarray | None = None) -> float:
     """Macro-F1 over all ``n_labels`` classes (a class never seen nor predicted counts 0), fast
     enough to run thousands of times in a bootstrap. ``present_only`` averages over the classes in
     gold or predictions only (scikit-learn's default), for small sets where a class never occurs.
+    ``weights`` count each row that many times (an estimate for a whole set from a stratified
+    sample of it, each row weighted by its stratum's size over the rows drawn from it).
 
     >>> round(macro_f1_from_ids(np.array([0, 1, 1]), np.array([0, 1, 0]), 3), 3)
     0.444
     >>> round(macro_f1_from_ids(np.array([0, 1, 1]), np.array([0, 1, 0]), 3, present_only=True), 3)
     0.667
+    >>> macro_f1_from_ids(np.array([0, 1]), np.array([0, 1]), 2, weights=np.array([1.0, 3.0]))
+    1.0
     """
-    confusion = np.bincount(gold * n_labels + pred, minlength=n_labels * n_labels).reshape(n_labels, n_labels)
+    confusion = np.bincount(gold * n_labels + pred, weights=weights,
+                            minlength=n_labels * n_labels).reshape(n_labels, n_labels)
     tp = np.diag(confusion).astype(float)
     denom = confusion.sum(axis=0) + confusion.sum(axis=1)
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
