@@ -253,8 +253,9 @@ class MultiTaskClassifier(PreTrainedModel):
         loss = self.loss(logits, labels) if labels is not None else None
         return MultiTaskOutput(loss=loss, logits=logits)
 
-    def loss(self, logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Σ task weight × mean cross-entropy over the records labelled for that task.
+    def loss(self, logits: dict[str, torch.Tensor], labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Σ task weight × mean cross-entropy over the records labelled for that task (against
+        targets smoothed by ``label_smoothing``: that share of each target spread over the labels).
 
         Every head is part of the loss graph in every batch: a task with no label in the
         batch adds a zero-weighted term, so its head gets a zero gradient rather than none.
@@ -272,7 +273,8 @@ class MultiTaskClassifier(PreTrainedModel):
                 total = total + task_logits.sum() * 0.0
                 continue
             weights = getattr(self, f"class_weights_{task['name']}").to(task_logits.dtype)
-            ce = nn.functional.cross_entropy(task_logits, target, weight=weights, ignore_index=IGNORE_INDEX)
+            ce = nn.functional.cross_entropy(task_logits, target, weight=weights, ignore_index=IGNORE_INDEX,
+                                             label_smoothing=label_smoothing)
             total = total + task.get("weight", 1.0) * ce
         return total
 

@@ -88,6 +88,13 @@ def test_process_group_timeout_and_pickle_opt_in(tmp_path: Path) -> None:
         load_config(write(tmp_path, BASE), ["train.process_group_timeout=0"])
 
 
+def test_label_smoothing_is_a_share_below_one(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, BASE)).train.label_smoothing == 0.0
+    assert load_config(write(tmp_path, BASE), ["train.label_smoothing=0.1"]).train.label_smoothing == 0.1
+    with pytest.raises(ConfigError, match=r"train.label_smoothing = 1.0; must be in \[0, 1\)"):
+        load_config(write(tmp_path, BASE), ["train.label_smoothing=1.0"])
+
+
 def test_mentions_file_is_read_next_to_the_config_and_saved_expanded(tmp_path: Path) -> None:
     (tmp_path / "targets.txt").write_text("# who the stance is about\nحفتر\n\nليبي(?!ري)\n", encoding="utf-8")
     text = BASE.replace("[a, b, c]}", "[favor, against, none], mentions: targets.txt}")

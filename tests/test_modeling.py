@@ -78,6 +78,16 @@ def test_loss_is_weighted_sum_of_tasks(backbone: str) -> None:
     assert torch.allclose(out.loss, topic + 0.5 * stance)
 
 
+def test_label_smoothing_spreads_the_target_over_every_label(backbone: str) -> None:
+    model = MultiTaskClassifier.from_backbone(backbone, TASKS[:1])
+    confident = {"topic": torch.tensor([[12.0, 0.0, 0.0]], requires_grad=True)}
+    gold = torch.tensor([[0]])
+    plain, smoothed = model.loss(confident, gold), model.loss(confident, gold, label_smoothing=0.3)
+    assert plain.item() < 1e-4 < smoothed.item()  # a sure, right answer is still penalised: 0.2 of the target is elsewhere
+    smoothed.backward()
+    assert confident["topic"].grad[0, 0] > 0  # the gradient pulls the winning logit down
+
+
 def test_mentions_without_a_none_label_are_refused_even_when_built_by_hand() -> None:
     from model.schema import SchemaError
 

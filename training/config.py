@@ -116,6 +116,10 @@ class TrainArgs:
     # (1 - distill_weight) x the gold labels' cross-entropy.
     distill_weight: float = 0.5
     distill_temperature: float = 1.0
+    # Cross-entropy against (1 - e) x the gold label + e spread over all labels: a model less sure
+    # of the training writers' conventions, whose scores leave the TF-IDF mix more say on text
+    # unlike its training set (docs/results.md §0g). 0 = plain cross-entropy.
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -315,6 +319,8 @@ def _check_choices(cfg: RunConfig, where: str) -> None:
                           f"model.freeze_layers > 0 (only frozen layers give the same output every epoch)")
     if cfg.train.learning_rate <= 0:
         raise ConfigError(f"{where}: train.learning_rate must be positive")
+    if not 0.0 <= cfg.train.label_smoothing < 1.0:
+        raise ConfigError(f"{where}: train.label_smoothing = {cfg.train.label_smoothing}; must be in [0, 1)")
     if not 0.0 <= cfg.train.distill_weight <= 1.0:
         raise ConfigError(f"{where}: train.distill_weight = {cfg.train.distill_weight}; must be in [0, 1]")
     if cfg.train.distill_temperature <= 0:

@@ -395,7 +395,7 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state:
     for batch in skipped:
         with accelerator.accumulate(model):
             loss = batch_loss(model, batch, run.pre.aggregation,
-                              (cfg.train.distill_weight, cfg.train.distill_temperature))
+                              (cfg.train.distill_weight, cfg.train.distill_temperature), cfg.train.label_smoothing)
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.train.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.train.max_grad_norm)
@@ -420,20 +420,21 @@ def _train_epoch(model: Any, optimizer: Any, scheduler: Any, loader: Any, state:
 
 
 def batch_loss(model: Any, batch: dict[str, torch.Tensor], aggregation: str,
-               distill: tuple[float, float] = (0.5, 1.0)) -> torch.Tensor:
+               distill: tuple[float, float] = (0.5, 1.0), label_smoothing: float = 0.0) -> torch.Tensor:
     """Window batches: loss on each window's logits. Article batches: window logits are first
     aggregated per article (``aggregation``, as at prediction time), so training optimises
     the scores users get (a window without the article's stance cues is not pushed to fake one).
 
     With soft labels in the batch, ``distill = (weight, temperature)`` mixes their loss in:
-    weight × soft cross-entropy + (1 − weight) × the gold labels' one (see ``TrainArgs``)."""
+    weight × soft cross-entropy + (1 − weight) × the gold labels' one (see ``TrainArgs``);
+    ``label_smoothing`` softens the gold labels' targets."""
     logits = model(**model_inputs(batch)).logits
     if "window_article" in batch:
         n_articles = len(batch["labels"])
         logits = {name: aggregate_windows(v, batch["window_article"], n_articles, aggregation)
                   for name, v in logits.items()}
     core = extract_model_from_parallel(model)
-    loss = core.loss(logits, batch["labels"])
+    loss = core.loss(logits, batch["labels"], label_smoothing)
     if "soft" not in batch:
         return loss
     weight, temperature = distill
