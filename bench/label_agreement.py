@@ -82,7 +82,10 @@ def consensus(readings: list[str]) -> str | None:
 
 
 def agreement(folder: Path, data: str, second_path: Path, n_resamples: int = 2000) -> dict[str, Any]:
+    """The second reading of ``data`` set against the file's labels and ``folder``'s predictions
+    (the module docstring says what each part means)."""
     from bench.lexical_share import load_with_lexical, scored_file, systems_of
+    from model.modeling import IGNORE_INDEX
     from training.metrics import macro_f1_from_ids, paired_bootstrap
 
     clf = load_with_lexical(folder)
@@ -93,16 +96,19 @@ def agreement(folder: Path, data: str, second_path: Path, n_resamples: int = 200
     if unknown:
         raise SystemExit(f"{second_path}: {len(unknown)} ids are not in {data}, e.g. {unknown[0]!r}")
     gold, raw, lex, prepared = scored_file(clf, folder, data)
+    if len(prepared) != len(ids):
+        raise SystemExit(f"{data}: {len(ids)} records but {len(prepared)} articles loaded; remove invalid records first")
     systems = systems_of(clf, raw, lex, prepared)
     mix, tfidf = systems["shipped"], systems["tfidf"]
     result: dict[str, Any] = {"model": str(folder), "data": data, "second": str(second_path),
                               "articles": len(ids), "read_again": len(second), "tasks": {}}
     adjudicated = {n: gold[n].copy() for n in tasks}
-    ceiling = {n: gold[n].copy() for n in tasks}
     for name, labels in tasks.items():
         rows = {g: Counter() for g in GROUPS}
         pairs = []
         for i, article_id in enumerate(ids):
+            if gold[name][i] == IGNORE_INDEX:  # not labelled for this task in the file
+                continue
             group = group_of(gold[name][i], mix[name][i], tfidf[name][i])
             rows[group]["items"] += 1
             readings = [labels.index(r[name]) for r in second.get(article_id, [])]
@@ -119,20 +125,21 @@ def agreement(folder: Path, data: str, second_path: Path, n_resamples: int = 200
                 rows[group]["readers side with the mix"] += int(agreed == mix[name][i])
                 rows[group]["readers side with TF-IDF"] += int(agreed == tfidf[name][i])
                 adjudicated[name][i] = agreed
-                ceiling[name][i] = agreed
         result["tasks"][name] = {"groups": {g: {k: int(v) for k, v in c.items()} for g, c in rows.items()},
                                  "reader_pair_agreement": round(float(np.mean(pairs)), 4) if pairs else None}
     n_labels = {n: len(v) for n, v in tasks.items()}
 
     def mean_f1(reference: dict[str, np.ndarray], pred: dict[str, np.ndarray]) -> dict[str, float]:
-        scores = {n: round(macro_f1_from_ids(reference[n], pred[n], n_labels[n]), 4) for n in tasks}
+        keep = {n: gold[n] != IGNORE_INDEX for n in tasks}
+        scores = {n: round(macro_f1_from_ids(reference[n][keep[n]], pred[n][keep[n]], n_labels[n]), 4) for n in tasks}
         return {**scores, "mean": round(float(np.mean(list(scores.values()))), 4)}
 
     for reference_name, reference in (("file labels", gold), ("adjudicated", adjudicated)):
         result[reference_name] = {
             "shipped": mean_f1(reference, mix), "tfidf": mean_f1(reference, tfidf),
             "shipped − tfidf": paired_bootstrap(reference, mix, tfidf, n_labels, n_resamples=n_resamples)["mean"]}
-    result["reader's ceiling"] = mean_f1(gold, ceiling)
+    # Right wherever the readers did not dispute the file, and reading each disputed item as they did.
+    result["reader's ceiling"] = mean_f1(gold, adjudicated)
     result["second reader as a system"] = reader_as_system(ids, second, tasks, gold, mix, tfidf)
     return result
 
@@ -162,11 +169,13 @@ def reader_as_system(ids: list[str], second: dict[str, list], tasks: dict[str, l
     The two systems are estimated the same way beside their exact scores, as a check on the
     estimate; a bootstrap over the read articles (within each stratum) gives 95 % intervals of
     the reader's mean and of each system's mean minus the reader's."""
+    from model.modeling import IGNORE_INDEX
     from training.metrics import macro_f1_from_ids
 
+    labelled = {n: gold[n] != IGNORE_INDEX for n in tasks}
     wrong_somewhere = np.zeros(len(ids), dtype=bool)
     for name in tasks:
-        wrong_somewhere |= (mix[name] != gold[name]) | (tfidf[name] != gold[name])
+        wrong_somewhere |= labelled[name] & ((mix[name] != gold[name]) | (tfidf[name] != gold[name]))
     read = [i for i, article_id in enumerate(ids) if article_id in second]
     systems = {"shipped": mix, "tfidf": tfidf}
 
@@ -177,19 +186,22 @@ def reader_as_system(ids: list[str], second: dict[str, list], tasks: dict[str, l
         share = np.array([weights[k] / len(second[ids[i]]) for k, i, _ in rows])
         out = {}
         for name, labels in tasks.items():
-            reading = np.array([labels.index(r[name]) for _, _, r in rows])
-            out[name] = {"second reader (estimated)": macro_f1_from_ids(gold[name][index], reading, len(labels),
-                                                                        weights=share)}
+            keep = labelled[name][index]
+            reading = np.array([labels.index(r[name]) for _, _, r in rows])[keep]
+            file_label, at, weight = gold[name][index][keep], index[keep], share[keep]
+            out[name] = {"second reader (estimated)": macro_f1_from_ids(file_label, reading, len(labels),
+                                                                        weights=weight)}
             for system, pred in systems.items():
-                out[name][f"{system} (estimated)"] = macro_f1_from_ids(gold[name][index], pred[name][index],
-                                                                       len(labels), weights=share)
+                out[name][f"{system} (estimated)"] = macro_f1_from_ids(file_label, pred[name][at], len(labels),
+                                                                       weights=weight)
         out["mean"] = {c: float(np.mean([out[n][c] for n in tasks])) for c in out[next(iter(tasks))]}
         return out
 
     result: dict[str, Any] = estimate(read)
     for name in tasks:
         for system, pred in systems.items():
-            result[name][f"{system} (exact)"] = macro_f1_from_ids(gold[name], pred[name], len(tasks[name]))
+            keep = labelled[name]
+            result[name][f"{system} (exact)"] = macro_f1_from_ids(gold[name][keep], pred[name][keep], len(tasks[name]))
     result["mean"].update({f"{s} (exact)": float(np.mean([result[n][f"{s} (exact)"] for n in tasks]))
                            for s in systems})
     rng = np.random.default_rng(seed)

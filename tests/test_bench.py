@@ -246,6 +246,14 @@ def test_label_agreement_counts_disputes_and_adjudicates(trained_run: Path, smal
     assert reader["topic"]["shipped (exact)"] == result["file labels"]["shipped"]["topic"]
     low, high = reader["intervals"]["second reader"]
     assert low <= reader["mean"]["second reader (estimated)"] <= high
+    partial = [dict(r) for r in gold]
+    del partial[5]["stance_gna"]  # a file with a task unlabelled on one article: left out of that task only
+    partial_file = tmp_path / "partial.jsonl"
+    partial_file.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in partial), encoding="utf-8")
+    main([str(trained_run / "best"), "--data", str(partial_file), "--second", str(second), "--out", str(out)])
+    groups = json.loads(out.read_text(encoding="utf-8"))["tasks"]
+    assert sum(g.get("items", 0) for g in groups["stance_gna"]["groups"].values()) == 23
+    assert sum(g.get("items", 0) for g in groups["topic"]["groups"].values()) == 24
     second.write_text(json.dumps({**readings[0], "topic": "sport"}) + "\n", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"second.jsonl:1: topic = 'sport'"):
         main([str(trained_run / "best"), "--data", str(small_corpus["test"]), "--second", str(second)])
