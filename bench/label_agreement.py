@@ -52,7 +52,12 @@ def read_second(path: Path, tasks: dict[str, list[str]]) -> dict[str, list[dict[
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{path}:{number}: not JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise SystemExit(f"{path}:{number}: not a JSON object")
         for field in ("id", "annotator", *tasks):
             if field not in record:
                 raise SystemExit(f"{path}:{number}: field {field!r} missing")
@@ -86,12 +91,16 @@ def agreement(folder: Path, data: str, second_path: Path, n_resamples: int = 200
     (the module docstring says what each part means)."""
     from bench.lexical_share import load_with_lexical, scored_file, systems_of
     from model.modeling import IGNORE_INDEX
+    from training.evaluate import data_args_of
     from training.metrics import macro_f1_from_ids, paired_bootstrap
 
     clf = load_with_lexical(folder)
     tasks = {t.name: list(t.labels) for t in clf.tasks}
     second = read_second(second_path, tasks)
-    ids = [r["id"] for r in read_records(data)]
+    id_field = data_args_of(folder).id_field
+    ids = [str(r.get(id_field)) for r in read_records(Path(data))]
+    if not set(second) & set(ids):
+        raise SystemExit(f"{second_path}: no article of {data} is read again (ids by the field {id_field!r})")
     unknown = sorted(set(second) - set(ids))
     if unknown:
         raise SystemExit(f"{second_path}: {len(unknown)} ids are not in {data}, e.g. {unknown[0]!r}")
@@ -179,20 +188,29 @@ def reader_as_system(ids: list[str], second: dict[str, list], tasks: dict[str, l
     read = [i for i, article_id in enumerate(ids) if article_id in second]
     systems = {"shipped": mix, "tfidf": tfidf}
 
+    strata = [[i for i in read if wrong_somewhere[i] == s] for s in (True, False)]
+    for flag, drawn in zip((True, False), strata):
+        if (wrong_somewhere == flag).any() and not drawn:
+            kind = "either system gets wrong" if flag else "both systems get right"
+            raise SystemExit(f"no article that {kind} was read again: the reading cannot stand for the whole file")
+
     def estimate(articles: list[int]) -> dict[str, dict[str, float]]:
-        weights = sampling_weights(wrong_somewhere[articles], wrong_somewhere)
-        rows = [(k, i, r) for k, i in enumerate(articles) for r in second[ids[i]]]
-        index = np.array([i for _, i, _ in rows])
-        share = np.array([weights[k] / len(second[ids[i]]) for k, i, _ in rows])
-        out = {}
+        drawn = np.array(articles)
+        out: dict[str, dict[str, float]] = {}
         for name, labels in tasks.items():
-            keep = labelled[name][index]
-            reading = np.array([labels.index(r[name]) for _, _, r in rows])[keep]
-            file_label, at, weight = gold[name][index][keep], index[keep], share[keep]
-            out[name] = {"second reader (estimated)": macro_f1_from_ids(file_label, reading, len(labels),
+            keep = drawn[labelled[name][drawn]]  # articles with a label for this task, their own strata
+            weights = sampling_weights(wrong_somewhere[keep], wrong_somewhere[labelled[name]])
+            rows = [(w / len(second[ids[i]]), i, labels.index(r[name]))
+                    for w, i in zip(weights, keep) for r in second[ids[i]]]
+            if not rows:
+                out[name] = {c: float("nan") for c in ("second reader (estimated)",
+                                                      *(f"{s} (estimated)" for s in systems))}
+                continue
+            weight, at, reading = (np.array(column) for column in zip(*rows))
+            out[name] = {"second reader (estimated)": macro_f1_from_ids(gold[name][at], reading, len(labels),
                                                                         weights=weight)}
             for system, pred in systems.items():
-                out[name][f"{system} (estimated)"] = macro_f1_from_ids(file_label, pred[name][at], len(labels),
+                out[name][f"{system} (estimated)"] = macro_f1_from_ids(gold[name][at], pred[name][at], len(labels),
                                                                        weights=weight)
         out["mean"] = {c: float(np.mean([out[n][c] for n in tasks])) for c in out[next(iter(tasks))]}
         return out
@@ -205,7 +223,6 @@ def reader_as_system(ids: list[str], second: dict[str, list], tasks: dict[str, l
     result["mean"].update({f"{s} (exact)": float(np.mean([result[n][f"{s} (exact)"] for n in tasks]))
                            for s in systems})
     rng = np.random.default_rng(seed)
-    strata = [[i for i in read if wrong_somewhere[i] == s] for s in (True, False)]
     draws = []
     for _ in range(n_resamples):
         articles = [int(i) for stratum in strata if stratum for i in rng.choice(stratum, len(stratum))]

@@ -400,6 +400,32 @@ def collapse_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
+_SPELLING_FOLDS = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا", "ة": "ه", "ى": "ي"})
+
+
+def fold_letters(text: str) -> str:
+    """Fold the letter variants Arabic news uses interchangeably: diacritics and tatweel removed,
+    hamzated alefs to bare alef, teh marbuta to heh, alef maqsura to yeh (whitespace untouched,
+    so a regular expression can be folded too).
+
+    Example:
+        >>> fold_letters("أجدابيا حَفـتر مصراتة")
+        'اجدابيا حفتر مصراته'
+    """
+    return strip_tatweel(strip_tashkeel(text)).translate(_SPELLING_FOLDS)
+
+
+def fold_spelling(text: str) -> str:
+    """:func:`fold_letters` and whitespace runs to one space: for matching names in a text only
+    (the text the model reads is not changed).
+
+    Example:
+        >>> fold_spelling("عقيلة  صالح") == fold_spelling("عقيله صالح")
+        True
+    """
+    return collapse_whitespace(fold_letters(text))
+
+
 # =============================================================================
 # Pipelines.
 # =============================================================================

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from model.arabic import fold_letters, fold_spelling
+
 TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -36,7 +38,9 @@ class Task:
     text matches none of them is given the label ``none`` with certainty, whatever the network
     reads. The annotation guide's rule "``none`` when the target is absent", kept by
     construction, so that a dump's articles about other countries' wars get no stance toward
-    Libyan camps. Only tasks with a ``none`` label may declare them.
+    Libyan camps. Only tasks with a ``none`` label may declare them. Expressions and texts are
+    matched with their letter variants folded (:func:`model.arabic.fold_spelling`: ``مصراته``
+    finds ``مصراتة``, ``اجدابيا`` finds ``أجدابيا``), each expression on its own.
 
     >>> task = Task("stance_haftar", ("favor", "against", "none"), mentions=("حفتر", "ليبي"))
     >>> task.absent(["passage: قوات حفتر", "passage: مباراة الأهلي"])
@@ -49,20 +53,22 @@ class Task:
     class_weights: str | tuple[float, ...] | None = None
     mentions: tuple[str, ...] = ()
     label2id: dict[str, int] = field(init=False, repr=False, compare=False)
-    _mention: re.Pattern | None = field(init=False, repr=False, compare=False)
+    _patterns: tuple[re.Pattern, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "label2id", {label: i for i, label in enumerate(self.labels)})
+        if isinstance(self.mentions, str):  # a lone string would become one expression per letter
+            raise SchemaError(f"task {self.name!r}: mentions must be a list of expressions, got {self.mentions!r}")
         if self.mentions and "none" not in self.label2id:  # e.g. a hand-edited config.json
             raise SchemaError(f"task {self.name!r}: mentions need a 'none' label, the labels are {list(self.labels)}")
-        object.__setattr__(self, "_mention", re.compile("|".join(f"(?:{m})" for m in self.mentions))
-                           if self.mentions else None)
+        object.__setattr__(self, "_patterns", tuple(_compile_mention(m, f"task {self.name!r}") for m in self.mentions))
 
     def absent(self, texts: Sequence[str]) -> np.ndarray:
         """Per text, whether it mentions none of ``mentions`` (all ``False`` when none are declared)."""
-        if self._mention is None:
+        if not self._patterns:
             return np.zeros(len(texts), dtype=bool)
-        return np.array([self._mention.search(text) is None for text in texts], dtype=bool)
+        folded = (fold_spelling(text) for text in texts)
+        return np.array([not any(p.search(text) for p in self._patterns) for text in folded], dtype=bool)
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -154,11 +160,16 @@ def _parse_mentions(value: Any, labels: list[str], where: str) -> tuple[str, ...
         raise SchemaError(f"{where}: an article mentioning none of them is labelled 'none', "
                           f"but the task's labels {labels} have no 'none'")
     for m in value:
-        try:
-            re.compile(m)
-        except re.error as e:
-            raise SchemaError(f"{where}: {m!r} is not a regular expression ({e})") from None
+        _compile_mention(m, where)
     return tuple(value)
+
+
+def _compile_mention(expression: str, where: str) -> re.Pattern:
+    """One ``mentions`` expression compiled as it is matched: spelling-folded like the texts."""
+    try:
+        return re.compile(fold_letters(expression))
+    except re.error as e:
+        raise SchemaError(f"{where}: {expression!r} is not a regular expression ({e})") from None
 
 
 def inverse_frequency_weights(counts: Sequence[int]) -> tuple[float, ...]:

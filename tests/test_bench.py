@@ -254,9 +254,25 @@ def test_label_agreement_counts_disputes_and_adjudicates(trained_run: Path, smal
     groups = json.loads(out.read_text(encoding="utf-8"))["tasks"]
     assert sum(g.get("items", 0) for g in groups["stance_gna"]["groups"].values()) == 23
     assert sum(g.get("items", 0) for g in groups["topic"]["groups"].values()) == 24
+    everyone = [{"id": r["id"], "annotator": "Z", **{t: r[t] for t in tasks if t in r}, "stance_gna": "none"}
+                for r in partial]  # every article read: the estimates are the exact scores
+    second.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in everyone), encoding="utf-8")
+    main([str(trained_run / "best"), "--data", str(partial_file), "--second", str(second), "--out", str(out)])
+    reader = json.loads(out.read_text(encoding="utf-8"))["second reader as a system"]
+    for task in tasks:
+        for system in ("shipped", "tfidf"):
+            assert reader[task][f"{system} (estimated)"] == pytest.approx(reader[task][f"{system} (exact)"], abs=1e-3)
+    assert reader["topic"]["second reader (estimated)"] == 1.0
     second.write_text(json.dumps({**readings[0], "topic": "sport"}) + "\n", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"second.jsonl:1: topic = 'sport'"):
         main([str(trained_run / "best"), "--data", str(small_corpus["test"]), "--second", str(second)])
-    second.write_text(json.dumps({**readings[0], "id": "nowhere"}) + "\n", encoding="utf-8")
+    second.write_text(json.dumps(readings[0]) + "\n" + json.dumps({**readings[0], "id": "nowhere"}) + "\n",
+                      encoding="utf-8")
     with pytest.raises(SystemExit, match="1 ids are not in"):
+        main([str(trained_run / "best"), "--data", str(small_corpus["test"]), "--second", str(second)])
+    second.write_text(json.dumps(readings[0]) + "\n{oops\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"second.jsonl:2: not JSON"):
+        main([str(trained_run / "best"), "--data", str(small_corpus["test"]), "--second", str(second)])
+    second.write_text("", encoding="utf-8")
+    with pytest.raises(SystemExit, match="no article of .* is read again"):
         main([str(trained_run / "best"), "--data", str(small_corpus["test"]), "--second", str(second)])

@@ -120,3 +120,6 @@ def test_shipped_libya_configs_name_the_targets_of_every_stance_article() -> Non
     for task in stance_tasks:
         silenced = [r["id"] for r, gone in zip(records, task.absent(texts)) if gone and r[task.name] != "none"]
         assert len(silenced) <= 1, silenced  # p7-218 names only a Tripoli district shared with Iraq
+    gate = stance_tasks[0]
+    assert gate.absent(["اجتماع الليبيين", "مباحثات ليبية", "انتخابات ليبيريا", "الحروب الصليبية", "خسرت الأسهم"]).tolist() \
+        == [False, False, True, True, True]

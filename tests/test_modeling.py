@@ -95,6 +95,18 @@ def test_mentions_without_a_none_label_are_refused_even_when_built_by_hand() -> 
         Task("topic", ("military", "politics"), mentions=("ليبي",))
 
 
+def test_mentions_match_spelling_variants_and_each_expression_stands_alone() -> None:
+    from model.schema import SchemaError
+
+    task = Task("stance", ("favor", "against", "none"),
+                mentions=("مصراتة", "أجدابيا", "عقيلة صالح", "(?i)libya", "(?P<n>حفتر)", "(?P<n>السراج)"))
+    texts = ["قصف في مصراته", "طريق اجدابيا", "عقيله  صالح يلتقي", "LIBYA talks", "قوات حفـتر", "حكومة السراج",
+             "مباراة الأهلي"]
+    assert task.absent(texts).tolist() == [False] * 6 + [True]
+    with pytest.raises(SchemaError, match="mentions must be a list"):
+        Task("stance", ("favor", "against", "none"), mentions="حفتر")
+
+
 def test_class_weights() -> None:
     assert inverse_frequency_weights([30, 10, 0]) == (0.4444, 1.3333, 1.3333)
 
