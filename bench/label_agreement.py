@@ -26,20 +26,20 @@ items both systems get right) is in the table. Writes ``bench/out/label_agreemen
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import markdown_table, model_folder_parser, read_records, report
+from bench.common import markdown_table, model_folder_parser, report
 
 GROUPS = ("both right", "only the mix wrong", "only TF-IDF wrong", "both wrong")
 
 
 def read_second(path: Path, tasks: dict[str, list[str]]) -> dict[str, list[dict[str, str]]]:
-    """Second annotations by article id; an error naming the line for an unknown label or field.
+    """Second annotations by article id; an error naming the line for a bad line, an unknown label
+    or a missing field.
 
     >>> import tempfile, os
     >>> f = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
@@ -48,16 +48,13 @@ def read_second(path: Path, tasks: dict[str, list[str]]) -> dict[str, list[dict[
     'yes'
     >>> os.unlink(f.name)
     """
+    from model.records import iter_records
+
     out: dict[str, list[dict[str, str]]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"{path}:{number}: not JSON ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise SystemExit(f"{path}:{number}: not a JSON object")
+    for row in iter_records(path):  # the project's reader: JSONL, CSV or Parquet, gzipped too
+        number, record = row.line, row.data
+        if record is None:
+            raise SystemExit(f"{path}:{number}: not JSON Lines: {row.error}")
         for field in ("id", "annotator", *tasks):
             if field not in record:
                 raise SystemExit(f"{path}:{number}: field {field!r} missing")
@@ -91,6 +88,7 @@ def agreement(folder: Path, data: str, second_path: Path, n_resamples: int = 200
     (the module docstring says what each part means)."""
     from bench.lexical_share import load_with_lexical, scored_file, systems_of
     from model.modeling import IGNORE_INDEX
+    from model.records import iter_records
     from training.evaluate import data_args_of
     from training.metrics import macro_f1_from_ids, paired_bootstrap
 
@@ -98,7 +96,7 @@ def agreement(folder: Path, data: str, second_path: Path, n_resamples: int = 200
     tasks = {t.name: list(t.labels) for t in clf.tasks}
     second = read_second(second_path, tasks)
     id_field = data_args_of(folder).id_field
-    ids = [str(r.get(id_field)) for r in read_records(Path(data))]
+    ids = [str(row.data.get(id_field)) for row in iter_records(data) if row.data is not None]
     if not set(second) & set(ids):
         raise SystemExit(f"{second_path}: no article of {data} is read again (ids by the field {id_field!r})")
     unknown = sorted(set(second) - set(ids))
